@@ -1,0 +1,1 @@
+"""Model families built on probgen, one module per family (registered under "probgen.families")."""

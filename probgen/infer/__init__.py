@@ -1,0 +1,1 @@
+"""Inference engines (EM, SVI, NUTS), the ``fit`` dispatcher and the ``Fit`` record."""

@@ -1,0 +1,349 @@
+"""``fit(model, data, method=...)``: one entry point for EM, MAP, SVI and NUTS.
+
+Every method returns a :class:`~probgen.Fit` and leaves the model holding its point estimate in
+``model.params_``. Options are declared per method (dataclasses below); an unknown option is an
+error that lists the allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from torch import Tensor
+
+from probgen.core import GenerativeModel
+from probgen.infer import elbos, pointwise
+from probgen.infer.em import run_em
+from probgen.infer.mcmc import RHAT_CONVERGED, convergence_diagnostics, run_nuts, unconstrained_mean
+from probgen.infer.result import Fit
+from probgen.infer.svi import run_svi
+from probgen.program import PyroProgram
+from probgen.validation import check_data
+
+__all__ = ["METHODS", "EMOptions", "NUTSOptions", "SVIOptions", "fit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Common:
+    seed: int = 0
+    device: str | None = None
+    progress: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EMOptions(_Common):
+    """``method="em"``: restarts, iteration limit, tolerance on the mean log-likelihood."""
+
+    n_init: int = 1
+    max_iter: int = 100
+    tol: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class SVIOptions(_Common):
+    """``method="svi"`` and ``"map"``.
+
+    Attributes:
+        guide: autoguide name (see :data:`probgen.infer.elbos.GUIDES`), a guide callable, or
+            None (the family's own guide, else ``"normal"``; ``"map"`` forces ``"delta"``).
+        objective: ELBO name (see :data:`probgen.infer.elbos.OBJECTIVES`), an ELBO, or None
+            (``"enum"`` when the model has discrete latent sites, else ``"trace"``).
+        num_particles: Monte Carlo particles per step (IWAE's K for ``"iwae"``).
+        steps / epochs: optimisation length; ``epochs`` counts passes over the data.
+        batch_size: minibatch size (None: full batch); data-plate terms are scaled by N/B.
+        lr, optimizer, clip_norm: learning rate, torch optimiser name or factory, gradient clip.
+        validation_data, patience, eval_every: early stopping on the held-out negative ELBO.
+        tol: plateau tolerance (nats per point) behind ``Fit.converged``.
+        num_draws: posterior draws taken from the fitted guide.
+    """
+
+    guide: Any = None
+    objective: Any = None
+    num_particles: int = 1
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float = 0.01
+    optimizer: Any = "adam"
+    clip_norm: float | None = None
+    validation_data: Any = None
+    patience: int = 10
+    eval_every: int = 50
+    tol: float = 1e-3
+    num_draws: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class NUTSOptions(_Common):
+    """``method="nuts"``: draws and warm-up per chain, chains, and NUTS's own settings."""
+
+    num_samples: int = 500
+    warmup_steps: int = 500
+    num_chains: int = 2
+    target_accept_prob: float = 0.8
+    max_tree_depth: int = 10
+    jit_compile: bool = True
+
+
+def _options(cls: type, method: str, given: Mapping[str, Any]) -> Any:
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for method {method!r}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    return cls(**given)
+
+
+def _as_model(model: Any, guide: Any) -> GenerativeModel:
+    if isinstance(model, GenerativeModel):
+        return model
+    if callable(model):
+        return PyroProgram(model, guide if callable(guide) else None)
+    raise TypeError(f"model must be a GenerativeModel or a Pyro model function, got {type(model)}")
+
+
+def _device(data: Tensor, device: str | None) -> torch.device:
+    if device is None:
+        return data.device
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available; use 'cpu'")
+    return dev
+
+
+def _progress(flag: bool | None) -> bool:
+    import sys
+
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _hidden_discrete(model: GenerativeModel, x: Tensor) -> tuple[list[str], int]:
+    trace = pointwise.prototype_trace(model, x)
+    discrete = [n for n, s in trace.nodes.items() if pointwise.is_enumerable(s)]
+    return discrete, pointwise.max_plate_nesting(trace)
+
+
+def _fit_em(model: GenerativeModel, x: Tensor, opts: EMOptions) -> Fit:
+    if not model.supports_em:
+        raise ValueError(
+            f"method='em' needs a family with closed-form EM steps; {type(model).__name__} does not "
+            "declare supports_em. Use 'map', 'svi' or 'nuts'."
+        )
+    start = time.perf_counter()
+    run = run_em(model, x, n_init=opts.n_init, max_iter=opts.max_iter, tol=opts.tol,
+                 generator=_generator(x.device, opts.seed), progress=_progress(opts.progress))
+    model.params_ = run.params
+    return Fit(
+        method="em", options=dataclasses.asdict(opts), objective="-log-likelihood per point",
+        history=[-h for h in run.history], final_objective=-run.log_likelihood,
+        wall_time=time.perf_counter() - start, n_iter=run.n_iter, converged=run.converged,
+        params=run.params, draws=None, model=model,
+        diagnostics={"restart_log_likelihoods": run.restarts}, data_size=x.shape[0],
+    )
+
+
+def _init_fn(model: GenerativeModel, x: Tensor, seed: int) -> Callable[[int], dict[str, Tensor] | None]:
+    def init(chain: int) -> dict[str, Tensor] | None:
+        return model.init_values(x, _generator(x.device, seed + chain))
+
+    return init
+
+
+def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -> Fit:
+    discrete, nesting = _hidden_discrete(model, x)
+    program = model.model
+    hidden = poutine.block(program, hide=discrete) if discrete else program
+    guide_opt = "delta" if method == "map" else opts.guide
+    if guide_opt is None and model.has_guide():
+        guide = model.guide
+    elif callable(guide_opt) and not isinstance(guide_opt, str):
+        guide = guide_opt
+    else:
+        init = model.init_values(x, _generator(x.device, opts.seed))
+        init_loc = init_to_value(values=init, fallback=init_to_median) if init else init_to_median
+        kind = guide_opt or "normal"
+        kwargs: dict[str, Any] = {"init_loc_fn": init_loc}
+        if kind in ("normal", "mvn", "lowrank") and method == "svi":
+            kwargs["init_scale"] = 0.01
+        guide = elbos.make_guide(kind, hidden, **kwargs)
+        if isinstance(guide, torch.nn.Module):
+            guide.to(x.device)
+    name = opts.objective or ("enum" if discrete else "trace")
+    objective_kwargs: dict[str, Any] = {"max_plate_nesting": max(nesting, 1)}
+    if opts.num_particles > 1 or name in ("iwae", "renyi"):
+        objective_kwargs.update(num_particles=opts.num_particles, vectorize_particles=True)
+    if name in ("trace", "meanfield", "graph") and discrete:
+        raise ValueError(
+            f"objective={name!r} cannot handle the discrete latent site(s) {discrete}; use "
+            "'enum' (the default for such models)"
+        )
+    elbo = elbos.make_objective(name, **objective_kwargs)
+    steps = _steps(opts, x.shape[0])
+    val = opts.validation_data
+    if val is not None:
+        val = check_data(val, "validation_data", dim=x.shape[-1] if x.dim() > 1 else None).to(x)
+    start = time.perf_counter()
+    run = run_svi(
+        program, guide, x, elbo=elbo, steps=steps, batch_size=opts.batch_size, lr=opts.lr,
+        optimizer=opts.optimizer, clip_norm=opts.clip_norm, validation_data=val,
+        patience=opts.patience, eval_every=opts.eval_every, tol=opts.tol,
+        progress=_progress(opts.progress), generator=_generator(x.device, opts.seed),
+        data_plate=model.data_plate, modules=(model, guide),
+    )
+    params, draws = _guide_posterior(model, guide, x, opts.num_draws, point=method == "map")
+    model.params_ = params
+    diagnostics: dict[str, Any] = {"objective_name": name, "discrete_sites": discrete}
+    if val is not None:
+        diagnostics["validation_history"] = run.validation_history
+        diagnostics["early_stopped"] = run.early_stopped
+    return Fit(
+        method=method, options=_public(opts, guide=guide_opt or "model", objective=name),
+        objective="-ELBO per point", history=run.history,
+        final_objective=sum(run.history[-10:]) / len(run.history[-10:]),
+        wall_time=time.perf_counter() - start, n_iter=run.steps, converged=run.converged,
+        params=params, draws=draws, model=model, guide=guide, diagnostics=diagnostics,
+        data_size=x.shape[0],
+    )
+
+
+def _steps(opts: SVIOptions, n: int) -> int:
+    if opts.steps is not None and opts.epochs is not None:
+        raise ValueError("give steps or epochs, not both")
+    for name in ("steps", "epochs", "batch_size", "num_draws", "patience", "eval_every"):
+        value = getattr(opts, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if opts.epochs is not None:
+        per_epoch = 1 if opts.batch_size is None else -(-n // opts.batch_size)
+        return opts.epochs * per_epoch
+    return opts.steps if opts.steps is not None else 2000
+
+
+def _public(opts: Any, **overrides: Any) -> dict[str, Any]:
+    out = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
+    out["validation_data"] = None if out.get("validation_data") is None else "given"
+    out.update(overrides)
+    return out
+
+
+@torch.no_grad()
+def _guide_posterior(
+    model: GenerativeModel, guide: Any, x: Tensor, num_draws: int, point: bool
+) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Point estimate (the guide's median) and, unless ``point``, ``[1, S, ...]`` guide draws."""
+    globals_ = pointwise.global_site_shapes(model, x)
+    median = getattr(guide, "median", None)
+    if median is not None:
+        params = {k: v.detach() for k, v in median(x).items() if k in globals_}
+    else:
+        params = _draw_guide(guide, x, globals_)
+    if point:
+        return params, None
+    draws = [_draw_guide(guide, x, globals_) for _ in range(num_draws)]
+    stacked = {k: torch.stack([d[k] for d in draws]).unsqueeze(0) for k in globals_}
+    return params, model.canonicalize(stacked)
+
+
+def _draw_guide(guide: Any, x: Tensor, sites: Mapping[str, Any]) -> dict[str, Tensor]:
+    trace = poutine.trace(guide).get_trace(x)
+    return {k: trace.nodes[k]["value"].detach() for k in sites if k in trace.nodes}
+
+
+def _fit_nuts(model: GenerativeModel, x: Tensor, opts: NUTSOptions) -> Fit:
+    _, nesting = _hidden_discrete(model, x)
+    start = time.perf_counter()
+    run = run_nuts(
+        model.model, x, num_samples=opts.num_samples, warmup_steps=opts.warmup_steps,
+        num_chains=opts.num_chains, target_accept_prob=opts.target_accept_prob,
+        max_tree_depth=opts.max_tree_depth, max_plate_nesting=nesting,
+        init=_init_fn(model, x, opts.seed), seed=opts.seed, progress=_progress(opts.progress),
+        jit_compile=opts.jit_compile,
+    )
+    wall = time.perf_counter() - start
+    draws = model.canonicalize(run.draws)
+    trace = pointwise.prototype_trace(model, x)
+    supports = {k: trace.nodes[k]["fn"].support for k in draws}
+    params = unconstrained_mean(draws, supports)
+    model.params_ = params
+    diag = convergence_diagnostics(draws)
+    # The objective per draw: -log p(x, theta_s) / N, the sampler's potential energy per point.
+    energy = -(pointwise.log_prior(model, x, draws) + model.log_likelihood(x, draws).sum(-1))
+    energy = energy / x.shape[0]
+    return Fit(
+        method="nuts", options=dataclasses.asdict(opts), objective="-log joint per point",
+        history=energy[0].tolist(), final_objective=energy.mean().item(), wall_time=wall,
+        n_iter=opts.num_samples, converged=bool(diag["r_hat"] < RHAT_CONVERGED),
+        params=params, draws=draws, model=model,
+        diagnostics={**diag, "divergences": run.divergences, "accept_prob": run.accept_prob,
+                     "ess_per_second": diag["ess"] / wall},
+        data_size=x.shape[0],
+    )
+
+
+METHODS: dict[str, tuple[type, Callable[..., Fit]]] = {
+    "em": (EMOptions, lambda m, x, o: _fit_em(m, x, o)),
+    "map": (SVIOptions, lambda m, x, o: _fit_svi(m, x, o, "map")),
+    "svi": (SVIOptions, lambda m, x, o: _fit_svi(m, x, o, "svi")),
+    "nuts": (NUTSOptions, lambda m, x, o: _fit_nuts(m, x, o)),
+}
+
+
+def fit(
+    model: GenerativeModel | Callable[..., Any],
+    data: Any,
+    method: str = "svi",
+    *,
+    guide: Any = None,
+    **options: Any,
+) -> Fit:
+    """Fits ``model`` to ``data`` by ``method`` and returns the run as an immutable :class:`Fit`.
+
+    Args:
+        model: a :class:`~probgen.GenerativeModel`, or a plain Pyro model function ``f(x)``
+            whose per-datum sites sit in ``pyro.plate("data", len(x))`` and whose observed site
+            is ``"obs"``.
+        data: ``[N, ...]`` tensor or array (float64 arrays stay float64). Moved to ``device``.
+        method: ``"em"`` (closed-form EM, families with ``supports_em``), ``"map"`` (SVI with a
+            point-mass guide: maximum a posteriori), ``"svi"`` (variational inference with any
+            guide and objective) or ``"nuts"`` (Pyro's NUTS, discrete sites enumerated).
+        guide: for ``"svi"``, an autoguide name or a guide callable (see :class:`SVIOptions`).
+        **options: method options: :class:`EMOptions`, :class:`SVIOptions`,
+            :class:`NUTSOptions`; all take ``seed``, ``device`` and ``progress``.
+
+    Returns:
+        The :class:`Fit`; ``model.params_`` holds the point estimate.
+
+    Example:
+        >>> from models.gmm import GaussianMixture
+        >>> gmm = GaussianMixture(n_components=2)
+        >>> em = fit(gmm, probgen.data.load("faithful"), method="em")  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    cls, runner = METHODS[method]
+    if guide is not None:
+        if method != "svi":
+            raise ValueError(f"guide= is an option of method 'svi', not {method!r}")
+        options["guide"] = guide
+    opts = _options(cls, method, options)
+    x = check_data(data, "data")
+    device = _device(x, opts.device)
+    x = x.to(device)
+    gm = _as_model(model, guide)
+    gm.to(device)
+    pyro.set_rng_seed(opts.seed)
+    gm.setup(x)
+    return runner(gm, x, opts)

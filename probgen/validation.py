@@ -1,0 +1,52 @@
+"""Checks on user input that fail early, name the argument, and say what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["check_data"]
+
+
+def check_data(data: Any, name: str = "data", *, ndim: int | None = None, dim: int | None = None) -> Tensor:
+    """Returns ``data`` as a floating tensor after checking it.
+
+    Args:
+        data: tensor, NumPy array or nested sequence of numbers, ``[N, ...]``.
+        name: the argument's name, for error messages.
+        ndim: required number of dimensions, if any.
+        dim: required size of the last dimension, if any.
+
+    Raises:
+        ValueError: empty, wrong number of dimensions, wrong trailing size, or NaN/inf entries.
+    """
+    if isinstance(data, Tensor):
+        x = data
+    else:
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be a tensor or numeric array: {err}") from err
+        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"{name} must be numeric, got an array of dtype {array.dtype}")
+        x = torch.as_tensor(array)
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row, got shape {tuple(x.shape)}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional ([N, D] for D features), got shape {tuple(x.shape)}")
+    if dim is not None and x.shape[-1] != dim:
+        raise ValueError(f"{name} has {x.shape[-1]} features per row; the model was fitted with {dim}")
+    finite = torch.isfinite(x)
+    if not finite.all():
+        bad = (~finite).nonzero()[0].tolist()
+        count = int((~finite).sum())
+        raise ValueError(
+            f"{name} contains {count} NaN/inf value(s), the first at index {tuple(bad)}; "
+            "remove or impute them before fitting"
+        )
+    return x
