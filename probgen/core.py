@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pyro
 import torch
 from pyro import poutine
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import Tensor
 
 from probgen.infer import pointwise
@@ -64,6 +64,14 @@ class GenerativeModel(PyroModule):
     def __init__(self) -> None:
         super().__init__()
         self.params_: dict[str, Tensor] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Run model/guide inside the module's Pyro context, so that parameters they create live
+        # in this module (module-local parameters), not in Pyro's global store.
+        for name in ("model", "guide"):
+            if name in cls.__dict__:
+                setattr(cls, name, pyro_method(cls.__dict__[name]))
 
     # ----------------------------------------------------------------- the two programs
     def model(self, x: Tensor | None = None, *, n: int | None = None) -> Tensor:

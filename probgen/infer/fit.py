@@ -15,6 +15,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from torch import Tensor
 
@@ -175,10 +176,8 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
         init = model.init_values(x, _generator(x.device, opts.seed))
         init_loc = init_to_value(values=init, fallback=init_to_median) if init else init_to_median
         kind = guide_opt or "normal"
-        kwargs: dict[str, Any] = {"init_loc_fn": init_loc}
-        if kind in ("normal", "mvn", "lowrank") and method == "svi":
-            kwargs["init_scale"] = 0.01
-        guide = elbos.make_guide(kind, hidden, **kwargs)
+        # Flow guides start from a standard normal base and take no initial location.
+        guide = elbos.make_guide(kind, hidden, **({} if kind == "iaf" else {"init_loc_fn": init_loc}))
         if isinstance(guide, torch.nn.Module):
             guide.to(x.device)
     name = opts.objective or ("enum" if discrete else "trace")
@@ -203,6 +202,9 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
         progress=_progress(opts.progress), generator=_generator(x.device, opts.seed),
         data_plate=model.data_plate, modules=(model, guide),
     )
+    if isinstance(guide, autoguide.AutoLaplaceApproximation):
+        # MAP first, then the Gaussian with the inverse Hessian at the mode (Laplace 1774).
+        guide = guide.laplace_approximation(x)
     params, draws = _guide_posterior(model, guide, x, opts.num_draws, point=method == "map")
     model.params_ = params
     diagnostics: dict[str, Any] = {"objective_name": name, "discrete_sites": discrete}
@@ -243,18 +245,28 @@ def _public(opts: Any, **overrides: Any) -> dict[str, Any]:
 def _guide_posterior(
     model: GenerativeModel, guide: Any, x: Tensor, num_draws: int, point: bool
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """Point estimate (the guide's median) and, unless ``point``, ``[1, S, ...]`` guide draws."""
+    """Point estimate and, unless ``point``, ``[1, S, ...]`` guide draws.
+
+    The point estimate is the guide's median where it has one, else the draws' mean in the
+    unconstrained space (flows).
+    """
+    trace = pointwise.prototype_trace(model, x)
     globals_ = pointwise.global_site_shapes(model, x)
-    median = getattr(guide, "median", None)
-    if median is not None:
-        params = {k: v.detach() for k, v in median(x).items() if k in globals_}
-    else:
-        params = _draw_guide(guide, x, globals_)
-    if point:
-        return params, None
-    draws = [_draw_guide(guide, x, globals_) for _ in range(num_draws)]
-    stacked = {k: torch.stack([d[k] for d in draws]).unsqueeze(0) for k in globals_}
-    return params, model.canonicalize(stacked)
+    draws = None
+    if not point:
+        samples = [_draw_guide(guide, x, globals_) for _ in range(num_draws)]
+        draws = model.canonicalize(
+            {k: torch.stack([d[k] for d in samples]).unsqueeze(0) for k in globals_}
+        )
+    try:
+        params = {k: v.detach() for k, v in guide.median(x).items() if k in globals_}
+    except (AttributeError, NotImplementedError):
+        if draws is None:
+            params = _draw_guide(guide, x, globals_)
+        else:
+            supports = {k: trace.nodes[k]["fn"].support for k in globals_}
+            params = unconstrained_mean(draws, supports)
+    return model.canonicalize(params), draws
 
 
 def _draw_guide(guide: Any, x: Tensor, sites: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -337,7 +349,8 @@ def fit(
     if guide is not None:
         if method != "svi":
             raise ValueError(f"guide= is an option of method 'svi', not {method!r}")
-        options["guide"] = guide
+        if isinstance(model, GenerativeModel) or isinstance(guide, str):
+            options["guide"] = guide
     opts = _options(cls, method, options)
     x = check_data(data, "data")
     device = _device(x, opts.device)

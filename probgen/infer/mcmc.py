@@ -10,6 +10,7 @@ start-up that dominates small problems.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +107,10 @@ def run_nuts(
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
                     disable_progbar=not progress)
         try:
-            mcmc.run(x)
+            with warnings.catch_warnings():
+                # torch 2.9+ deprecates torch.jit.trace, which Pyro's jit_compile uses; it works.
+                warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=DeprecationWarning)
+                mcmc.run(x)
         except RuntimeError:
             if not jit_compile:
                 raise

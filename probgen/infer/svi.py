@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
@@ -94,6 +95,11 @@ def _plateaued(history: list[float], tol: float) -> bool:
     return abs(last.mean().item() - prev.mean().item()) < max(tol, 2.0 * se)
 
 
+def _unconstrained(value: Tensor) -> Tensor:
+    # Param-store values are constrained views of a leaf; module parameters are the leaf itself.
+    return value.unconstrained() if hasattr(value, "unconstrained") else value
+
+
 def _named_params(model: Any, guide: Any, captured: dict[str, Tensor]) -> dict[str, Tensor]:
     named: dict[str, Tensor] = {}
     for prefix, module in (("model", model), ("guide", guide)):
@@ -102,7 +108,7 @@ def _named_params(model: Any, guide: Any, captured: dict[str, Tensor]) -> dict[s
                 named.setdefault(f"{prefix}.{name}", p)
     seen = {id(p) for p in named.values()}
     for name, p in captured.items():
-        if id(p) not in seen and p.requires_grad:
+        if id(p) not in seen and p.requires_grad and p.is_leaf:
             named[name] = p
     return named
 
@@ -110,7 +116,7 @@ def _named_params(model: Any, guide: Any, captured: dict[str, Tensor]) -> dict[s
 def _blame_sites(model: Callable[..., Any], guide: Callable[..., Any], args: tuple[Any, ...]) -> str:
     """Names the sample sites whose log-density is not finite (slow path, after a failure)."""
     bad = []
-    with torch.no_grad(), poutine.block():
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
         guide_trace = poutine.trace(guide).get_trace(*args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
         for where, trace in (("guide", guide_trace), ("model", model_trace)):
@@ -198,13 +204,19 @@ def run_svi(
                     with poutine.trace(param_only=True) as capture:
                         loss = _loss(elbo, loss_fn, m, g, xb)
                     captured = {
-                        name: site["value"].unconstrained()
+                        name: _unconstrained(site["value"])
                         for name, site in capture.trace.nodes.items()
                     }
                     named = _named_params(*owners, captured)
                     opt = make_optimizer(optimizer, list(named.values()), lr)
                 else:
-                    loss = _loss(elbo, loss_fn, m, g, xb)
+                    try:
+                        loss = _loss(elbo, loss_fn, m, g, xb)
+                    except ValueError as err:
+                        # Pyro's argument validation turns a NaN parameter into a ValueError.
+                        if "invalid values" not in str(err):
+                            raise
+                        loss = xb.new_tensor(math.nan)
                 grads = [p.grad for p in named.values() if p.grad is not None]
                 gnorm = (
                     torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
