@@ -144,14 +144,14 @@ class GaussianMixture(GenerativeModel):
             params[CORR] = corr
         with pyro.plate(self.data_plate, n):
             z = pyro.sample(ASSIGNMENT, dist.Categorical(weights), infer={"enumerate": "parallel"})
-            component = self._components(params)
             loc = locs[z]
-            if self.covariance_type in ("full", "tied"):
-                tril = component.scale_tril
-                tril = tril[z] if self.covariance_type == "full" else tril
-                obs_dist: dist.Distribution = dist.MultivariateNormal(loc, scale_tril=tril)
+            if self.covariance_type == "full":
+                obs_dist: dist.Distribution = dist.MultivariateNormal(loc, scale_tril=self._tril(params)[z])
+            elif self.covariance_type == "tied":
+                obs_dist = dist.MultivariateNormal(loc, scale_tril=self._tril(params)[0])
             else:
-                obs_dist = dist.Normal(loc, component.base_dist.scale[z]).to_event(1)
+                scale = scales[z] if self.covariance_type == "diag" else scales[z].unsqueeze(-1)
+                obs_dist = dist.Normal(loc, scale.expand(loc.shape)).to_event(1)
             return pyro.sample(OBS, obs_dist, obs=x)
 
     # ------------------------------------------------------------------ closed forms
@@ -162,11 +162,14 @@ class GaussianMixture(GenerativeModel):
             return dist.Normal(locs, scales).to_event(1)
         if self.covariance_type == "spherical":
             return dist.Normal(locs, scales.unsqueeze(-1).expand(locs.shape)).to_event(1)
+        return dist.MultivariateNormal(locs, scale_tril=self._tril(params))
+
+    def _tril(self, params: dict[str, Tensor]) -> Tensor:
+        """``diag(sigma) L``: ``[*B, K, D, D]`` (full) or ``[*B, 1, D, D]`` (tied)."""
         corr = params.get(CORR)
+        scales = params[SCALES]
         tril = scales.diag_embed() if corr is None else scales.unsqueeze(-1) * corr
-        if self.covariance_type == "tied":
-            tril = tril.unsqueeze(-3)
-        return dist.MultivariateNormal(locs, scale_tril=tril)
+        return tril.unsqueeze(-3) if self.covariance_type == "tied" else tril
 
     def _joint(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """``log pi_k + log N(x_n | mu_k, Sigma_k)``, shape ``[*B, N, K]``."""
@@ -216,7 +219,7 @@ class GaussianMixture(GenerativeModel):
         p = self._point(None)
         if self.covariance_type in ("diag", "spherical"):
             return p[SCALES] ** 2
-        tril = self._components(dict(p)).scale_tril
+        tril = self._tril(dict(p))
         cov = tril @ tril.mT
         return cov[..., 0, :, :] if self.covariance_type == "tied" else cov
 
