@@ -51,7 +51,7 @@ def to_arviz(
     fit: Fit,
     data: Any,
     *,
-    posterior_predictive: bool = True,
+    posterior_predictive: bool | None = None,
     coords: dict[str, Any] | None = None,
     dims: dict[str, list[str]] | None = None,
 ) -> az.InferenceData:
@@ -60,7 +60,8 @@ def to_arviz(
     Args:
         fit: any :class:`~probgen.Fit`.
         data: the observed data ``[N, ...]`` (the training data for ``az.loo``).
-        posterior_predictive: simulate one replicate data set per draw.
+        posterior_predictive: simulate one replicate data set per draw (None: when the model
+            can generate data; a plain Pyro function can if it takes ``n``).
         coords, dims: extra ArviZ coordinates and dimension names (e.g. names of mixture
             components). Observations are indexed by the dimension ``"obs_id"``.
 
@@ -83,6 +84,8 @@ def to_arviz(
         "log_likelihood": {obs: _numpy(loglik)},
         "observed_data": {obs: _numpy(x)},
     }
+    if posterior_predictive is None:
+        posterior_predictive = getattr(fit.model, "can_generate", True)
     if posterior_predictive:
         groups["posterior_predictive"] = {obs: _numpy(_predictive(fit, x.shape[0], posterior))}
     idata = az.from_dict(**groups, coords=coords, dims=all_dims)

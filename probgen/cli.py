@@ -75,6 +75,8 @@ def _split(x: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, t
     if not 0 <= fraction < 1:
         raise CLIError(f"--test-fraction must be in [0, 1), got {fraction}")
     n_test = int(round(fraction * x.shape[0]))
+    if n_test >= x.shape[0]:
+        raise CLIError(f"--test-fraction {fraction} leaves no training points of {x.shape[0]}")
     if n_test == 0:
         return x, None
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -91,6 +93,7 @@ def write_outputs(comparison: Comparison, out: Path) -> None:
     from probgen.arviz import to_arviz
 
     out = out.resolve()
+    created = [p for p in reversed(out.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -105,6 +108,8 @@ def write_outputs(comparison: Comparison, out: Path) -> None:
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):  # only the (now empty) folders this run made
+            parent.rmdir()
         raise
 
 
@@ -133,7 +138,8 @@ def _compare(args: argparse.Namespace) -> int:
         comparison = compare(lambda: family(n_components=args.k), train, methods, test,
                              options=options, seed=args.seed, progress=args.progress)
     except ValueError as err:
-        raise CLIError(str(err)) from err
+        # Family errors name constructor arguments; say which CLI flag sets them.
+        raise CLIError(str(err).replace("n_components", "--k")) from err
     print(f"{args.family} (k={args.k}) on {args.data}: {train.shape[0]} training points"
           + (f", {test.shape[0]} held out" if test is not None else ""))
     print(comparison.to_text())

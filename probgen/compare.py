@@ -16,7 +16,7 @@ from torch import Tensor
 
 from probgen.core import GenerativeModel
 from probgen.diagnostics.vi import psis_khat
-from probgen.infer.fit import fit
+from probgen.infer.fit import METHODS, fit
 from probgen.infer.result import Fit
 from probgen.program import PyroProgram
 from probgen.validation import check_data
@@ -172,6 +172,9 @@ def compare(
         raise ValueError(f"options given for method(s) {unknown} that are not in methods={list(methods)}")
     if not methods:
         raise ValueError("methods must name at least one method")
+    for method in methods:  # before any fit: a typo must not cost the runs before it
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     x = check_data(data, "data")
     xt = None if test_data is None else check_data(test_data, "test_data")
     build = _factory(model)

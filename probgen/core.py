@@ -58,6 +58,8 @@ class GenerativeModel(PyroModule):
     data_plate: ClassVar[str] = "data"
     supports_em: ClassVar[bool] = False
     exact_log_likelihood: ClassVar[bool] = False
+    #: Whether ``model(None, n=...)`` generates data (used for posterior predictive draws).
+    can_generate: ClassVar[bool] = True
     #: Particles of the importance-sampled log-likelihood used when no closed form exists.
     num_is_particles: ClassVar[int] = 1000
 

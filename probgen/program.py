@@ -40,12 +40,12 @@ class PyroProgram(GenerativeModel):
         self.guide_fn = guide_fn
         self.obs_site = obs_site  # type: ignore[misc]
         self.data_plate = data_plate  # type: ignore[misc]
-        self._takes_n = "n" in inspect.signature(model_fn).parameters
+        self.can_generate = "n" in inspect.signature(model_fn).parameters
 
     def model(self, x: Tensor | None = None, *, n: int | None = None) -> Any:
         if n is None:
             return self.model_fn(x)
-        if not self._takes_n:
+        if not self.can_generate:
             raise TypeError(
                 f"{getattr(self.model_fn, '__name__', 'the model')} cannot generate data: give it "
                 "a keyword argument n (model(None, n=10) draws 10 points)"

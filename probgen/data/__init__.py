@@ -47,6 +47,12 @@ def load_csv(path: str | Path, *, dtype: torch.dtype = torch.float64) -> Tensor:
             values.append([float(c) for c in row])
         except ValueError as err:
             raise ValueError(f"CSV {str(path)!r}: data row {line} is not numeric ({err})") from err
+        bad = [j for j, v in enumerate(values[-1], start=1) if not math.isfinite(v)]
+        if bad:
+            raise ValueError(
+                f"CSV {str(path)!r}: data row {line}, column {bad[0]} is {row[bad[0] - 1]!r}; "
+                "NaN/inf values are not allowed"
+            )
     return torch.tensor(values, dtype=dtype)
 
 

@@ -1,0 +1,22 @@
+"""Shared fixtures: the Old Faithful data and a clean, seeded Pyro state for every test."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+import probgen
+
+
+@pytest.fixture(scope="session")
+def faithful() -> torch.Tensor:
+    """Old Faithful, ``[272, 2]`` float64 (eruption minutes, waiting minutes)."""
+    return probgen.data.faithful()
+
+
+@pytest.fixture(autouse=True)
+def _pyro_state() -> None:
+    """No parameter leaks between tests, and the same random stream for each."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)

@@ -1,0 +1,27 @@
+"""README.md stays truthful: its two commands are the ones CI runs, and its example runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()
+    assert len(first_block) == 2
+    assert first_block[0].startswith("pip install -e .") and "probgen compare gmm" in first_block[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert first_block[1] in ci.splitlines()
+    assert "torch==2.13.0" in ci and ci.index("torch==2.13.0") < ci.index(first_block[1])
+
+
+def test_readme_python_example_runs(capsys):
+    example = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    code_lines = [ln for ln in example.splitlines() if ln.strip()]
+    assert len(code_lines) <= 12  # the "10-line example" (plus two import lines)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "em" in out and "svi" in out and "locs" in out
+    assert namespace["nuts"].draws["locs"].shape == (2, 100, 2, 2)
