@@ -36,7 +36,14 @@ from probgen.validation import check_data
 
 __all__ = ["ASSIGNMENT", "CORR", "LOCS", "OBS", "SCALES", "WEIGHTS", "GaussianMixture"]
 
-WEIGHTS, LOCS, SCALES, CORR, ASSIGNMENT, OBS = "weights", "locs", "scales", "corr_chol", "assignment", "obs"
+WEIGHTS, LOCS, SCALES, CORR, ASSIGNMENT, OBS = (
+    "weights",
+    "locs",
+    "scales",
+    "corr_chol",
+    "assignment",
+    "obs",
+)
 # Site name -> which dimension indexes components (counted from the right), per covariance type.
 _COMPONENT_DIM = {
     "full": {WEIGHTS: -1, LOCS: -2, SCALES: -2, CORR: -3},
@@ -146,7 +153,9 @@ class GaussianMixture(GenerativeModel):
             z = pyro.sample(ASSIGNMENT, dist.Categorical(weights), infer={"enumerate": "parallel"})
             loc = locs[z]
             if self.covariance_type == "full":
-                obs_dist: dist.Distribution = dist.MultivariateNormal(loc, scale_tril=self._tril(params)[z])
+                obs_dist: dist.Distribution = dist.MultivariateNormal(
+                    loc, scale_tril=self._tril(params)[z]
+                )
             elif self.covariance_type == "tied":
                 obs_dist = dist.MultivariateNormal(loc, scale_tril=self._tril(params)[0])
             else:
@@ -229,16 +238,20 @@ class GaussianMixture(GenerativeModel):
 
     def em_init(self, prepared: gmm_em.Prepared, generator: torch.Generator) -> gmm_em.GMMParams:
         means = None if self.means_init is None else self.means_init.to(prepared.x)
-        return gmm_em.initialize(prepared, self.n_components, self.reg_covar, generator, means_init=means)
+        return gmm_em.initialize(
+            prepared, self.n_components, self.reg_covar, generator, means_init=means
+        )
 
-    def em_e_step(self, prepared: gmm_em.Prepared, state: gmm_em.GMMParams) -> tuple[Tensor, Tensor]:
+    def em_e_step(
+        self, prepared: gmm_em.Prepared, state: gmm_em.GMMParams
+    ) -> tuple[Tensor, Tensor]:
         return gmm_em.e_step(prepared, state)
 
     def em_m_step(self, prepared: gmm_em.Prepared, log_resp: Tensor) -> gmm_em.GMMParams:
         return gmm_em.m_step(prepared, log_resp, self.reg_covar)
 
     def em_params(self, state: gmm_em.GMMParams) -> dict[str, Tensor]:
-        """EM's ``(weights, means, covariances)`` as values of the Pyro sites, canonically ordered."""
+        """EM's ``(weights, means, covariances)`` as Pyro site values, canonically ordered."""
         cov = state.covariances
         params = {WEIGHTS: state.weights, LOCS: state.means}
         if self.covariance_type in ("diag", "spherical"):

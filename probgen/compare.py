@@ -81,7 +81,10 @@ class Comparison:
         """A fixed-width table for terminals."""
         cells = self._cells()
         widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-        lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(pairs))
+            for pairs in (zip(row, widths, strict=True) for row in cells)
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -96,7 +99,9 @@ class Comparison:
     def to_csv(self) -> str:
         """Machine-readable CSV with raw (unrounded) values and column keys as header."""
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(self.columns), extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(
+            out, fieldnames=list(self.columns), extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for row in self.rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.columns})
@@ -124,7 +129,8 @@ def _factory(model: Any) -> Callable[[], GenerativeModel]:
         return model
     if callable(model):
         required = [
-            p for p in inspect.signature(model).parameters.values()
+            p
+            for p in inspect.signature(model).parameters.values()
             if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         if not required:
@@ -161,7 +167,8 @@ def compare(
         data: training data.
         methods: any of ``fit``'s methods, in table order.
         test_data: optional held-out data for the ``test LL/pt`` column.
-        options: per-method options for :func:`probgen.fit`, e.g. ``{"nuts": {"num_samples": 200}}``.
+        options: per-method options for :func:`probgen.fit`, e.g.
+            ``{"nuts": {"num_samples": 200}}``.
         seed: seed of every run (unless a method's options give one).
         progress: progress bars.
         khat_draws: guide draws for the k-hat of ``"svi"`` fits.
@@ -169,7 +176,9 @@ def compare(
     options = dict(options or {})
     unknown = sorted(set(options) - set(methods))
     if unknown:
-        raise ValueError(f"options given for method(s) {unknown} that are not in methods={list(methods)}")
+        raise ValueError(
+            f"options given for method(s) {unknown} that are not in methods={list(methods)}"
+        )
     if not methods:
         raise ValueError("methods must name at least one method")
     for method in methods:  # before any fit: a typo must not cost the runs before it

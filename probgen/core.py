@@ -59,7 +59,7 @@ class GenerativeModel(PyroModule):
     supports_em: ClassVar[bool] = False
     exact_log_likelihood: ClassVar[bool] = False
     #: Whether ``model(None, n=...)`` generates data (used for posterior predictive draws).
-    can_generate: ClassVar[bool] = True
+    can_generate: bool = True
     #: Particles of the importance-sampled log-likelihood used when no closed form exists.
     num_is_particles: ClassVar[int] = 1000
 
@@ -115,7 +115,7 @@ class GenerativeModel(PyroModule):
         return self.params_
 
     def log_likelihood(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Pointwise log-likelihood ``log p(x_n | theta)`` with the global sites fixed to ``params``.
+        """Pointwise ``log p(x_n | theta)`` with the global sites fixed to ``params``.
 
         Local latents are summed out exactly when they are all discrete (enumeration); otherwise
         ``log p(x_n | theta) ~= log (1/S) sum_s p(x_n, z_s | theta) / q(z_s | x_n)`` with
@@ -141,7 +141,9 @@ class GenerativeModel(PyroModule):
             raise ValueError(f"n must be a positive number of samples, got {n}")
         conditioned = poutine.condition(self.model, data=dict(self._point(params)))
         trace = poutine.trace(conditioned).get_trace(None, n=n)
-        return trace.nodes[self.obs_site]["value"]
+        value = trace.nodes[self.obs_site]["value"]
+        assert isinstance(value, Tensor), f"the model did not generate site {self.obs_site!r}"
+        return value
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

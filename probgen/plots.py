@@ -25,12 +25,12 @@ def loss_curves(fits: Mapping[str, Fit]) -> Figure:
     rows, cols = _grid(len(fits))
     fig = Figure(figsize=(3.2 * cols, 2.6 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (name, fit) in zip(axes, fits.items()):
+    for ax, (name, fit) in zip(axes, fits.items(), strict=False):
         ax.plot(range(1, len(fit.history) + 1), fit.history, lw=1)
         ax.set_title(name)
         ax.set_xlabel("draw" if fit.method == "nuts" else "iteration")
         ax.set_ylabel(fit.objective, fontsize=8)
-    for ax in axes[len(fits):]:
+    for ax in axes[len(fits) :]:
         ax.set_visible(False)
     return fig
 
@@ -47,7 +47,7 @@ def densities(fits: Mapping[str, Fit], data: torch.Tensor, grid: int = 60) -> Fi
     pad = 0.1 * (hi - lo)
     lo, hi = lo - pad, hi + pad
     xs = data.detach().cpu().numpy()
-    for ax, (name, fit) in zip(axes, fits.items()):
+    for ax, (name, fit) in zip(axes, fits.items(), strict=False):
         device = next(iter(fit.params.values())).device
         if data.shape[1] == 1:
             g = torch.linspace(lo[0].item(), hi[0].item(), 200, dtype=data.dtype).unsqueeze(-1)
@@ -62,6 +62,6 @@ def densities(fits: Mapping[str, Fit], data: torch.Tensor, grid: int = 60) -> Fi
             ax.contourf(g0.numpy(), g1.numpy(), logp.numpy(), levels=20, cmap="viridis")
             ax.scatter(xs[:, 0], xs[:, 1], s=3, c="white", edgecolors="black", linewidths=0.2)
         ax.set_title(name)
-    for ax in axes[len(fits):]:
+    for ax in axes[len(fits) :]:
         ax.set_visible(False)
     return fig

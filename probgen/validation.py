@@ -11,7 +11,9 @@ from torch import Tensor
 __all__ = ["check_data"]
 
 
-def check_data(data: Any, name: str = "data", *, ndim: int | None = None, dim: int | None = None) -> Tensor:
+def check_data(
+    data: Any, name: str = "data", *, ndim: int | None = None, dim: int | None = None
+) -> Tensor:
     """Returns ``data`` as a floating tensor after checking it.
 
     Args:
@@ -38,9 +40,13 @@ def check_data(data: Any, name: str = "data", *, ndim: int | None = None, dim: i
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} must have at least one row, got shape {tuple(x.shape)}")
     if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional ([N, D] for D features), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must be {ndim}-dimensional ([N, D] for D features), got shape {tuple(x.shape)}"
+        )
     if dim is not None and x.shape[-1] != dim:
-        raise ValueError(f"{name} has {x.shape[-1]} features per row; the model was fitted with {dim}")
+        raise ValueError(
+            f"{name} has {x.shape[-1]} features per row; the model was fitted with {dim}"
+        )
     finite = torch.isfinite(x)
     if not finite.all():
         bad = (~finite).nonzero()[0].tolist()

@@ -27,7 +27,9 @@ class LatentGaussian(GenerativeModel):
     def __init__(self, c: float, s: float):
         super().__init__()
         self.c = PyroParam(torch.tensor(c, dtype=torch.float64))
-        self.s = PyroParam(torch.tensor(s, dtype=torch.float64), constraint=dist.constraints.positive)
+        self.s = PyroParam(
+            torch.tensor(s, dtype=torch.float64), constraint=dist.constraints.positive
+        )
 
     def model(self, x=None, *, n=None):
         mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 5.0))
@@ -127,5 +129,5 @@ def test_probgen_never_imports_models():
 def test_families_are_found_through_the_entry_point_registry():
     assert "gmm" in probgen.families()
     assert probgen.get_family("gmm") is GaussianMixture
-    with pytest.raises(ValueError, match="unknown family 'hmm'; installed families: .*gmm"):
+    with pytest.raises(ValueError, match=r"unknown family 'hmm'; installed families: .*gmm"):
         probgen.get_family("hmm")

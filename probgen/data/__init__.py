@@ -42,7 +42,9 @@ def load_csv(path: str | Path, *, dtype: torch.dtype = torch.float64) -> Tensor:
     values = []
     for line, row in enumerate(rows, start=1):
         if len(row) != width:
-            raise ValueError(f"CSV {str(path)!r}: data row {line} has {len(row)} columns, expected {width}")
+            raise ValueError(
+                f"CSV {str(path)!r}: data row {line} has {len(row)} columns, expected {width}"
+            )
         try:
             values.append([float(c) for c in row])
         except ValueError as err:
@@ -71,7 +73,12 @@ def faithful(dtype: torch.dtype = torch.float64) -> Tensor:
 
 
 def blobs(
-    n: int = 600, centers: int = 3, dim: int = 2, *, spread: float = 1.0, seed: int = 0,
+    n: int = 600,
+    centers: int = 3,
+    dim: int = 2,
+    *,
+    spread: float = 1.0,
+    seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """``n`` points from ``centers`` isotropic Gaussians (std ``spread``) with centres drawn
@@ -82,7 +89,9 @@ def blobs(
     return means[labels] + spread * torch.randn(n, dim, generator=g, dtype=dtype)
 
 
-def moons(n: int = 500, *, noise: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
+def moons(
+    n: int = 500, *, noise: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """Two interleaving half circles (scikit-learn's ``make_moons``), ``[n, 2]``."""
     g = torch.Generator().manual_seed(seed)
     n_out = n // 2

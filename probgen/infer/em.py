@@ -2,7 +2,8 @@
 
 EM (Dempster, Laird & Rubin 1977) alternates
 
-    E: r_nk = p(z_n = k | x_n, theta_t)        M: theta_{t+1} = argmax_theta E_r[log p(x, z | theta)]
+    E: r_nk = p(z_n = k | x_n, theta_t)
+    M: theta_{t+1} = argmax_theta E_r[log p(x, z | theta)]
 
 and never decreases the log-likelihood. The loop is scikit-learn's template (``mixture/_base.py``):
 ``n_init`` restarts, stop when the mean log-likelihood per point changes by less than ``tol``,
@@ -105,4 +106,6 @@ def run_em(
             ConvergenceWarning,
             stacklevel=3,
         )
-    return EMRun(best.params, best.history, best.log_likelihood, best.n_iter, best.converged, finals)
+    return EMRun(
+        best.params, best.history, best.log_likelihood, best.n_iter, best.converged, finals
+    )

@@ -140,23 +140,40 @@ def _hidden_discrete(model: GenerativeModel, x: Tensor) -> tuple[list[str], int]
 def _fit_em(model: GenerativeModel, x: Tensor, opts: EMOptions) -> Fit:
     if not model.supports_em:
         raise ValueError(
-            f"method='em' needs a family with closed-form EM steps; {type(model).__name__} does not "
-            "declare supports_em. Use 'map', 'svi' or 'nuts'."
+            f"method='em' needs a family with closed-form EM steps; {type(model).__name__} "
+            "does not declare supports_em. Use 'map', 'svi' or 'nuts'."
         )
     start = time.perf_counter()
-    run = run_em(model, x, n_init=opts.n_init, max_iter=opts.max_iter, tol=opts.tol,
-                 generator=_generator(x.device, opts.seed), progress=_progress(opts.progress))
+    run = run_em(
+        model,
+        x,
+        n_init=opts.n_init,
+        max_iter=opts.max_iter,
+        tol=opts.tol,
+        generator=_generator(x.device, opts.seed),
+        progress=_progress(opts.progress),
+    )
     model.params_ = run.params
     return Fit(
-        method="em", options=dataclasses.asdict(opts), objective="-log-likelihood per point",
-        history=[-h for h in run.history], final_objective=-run.log_likelihood,
-        wall_time=time.perf_counter() - start, n_iter=run.n_iter, converged=run.converged,
-        params=run.params, draws=None, model=model,
-        diagnostics={"restart_log_likelihoods": run.restarts}, data_size=x.shape[0],
+        method="em",
+        options=dataclasses.asdict(opts),
+        objective="-log-likelihood per point",
+        history=[-h for h in run.history],
+        final_objective=-run.log_likelihood,
+        wall_time=time.perf_counter() - start,
+        n_iter=run.n_iter,
+        converged=run.converged,
+        params=run.params,
+        draws=None,
+        model=model,
+        diagnostics={"restart_log_likelihoods": run.restarts},
+        data_size=x.shape[0],
     )
 
 
-def _init_fn(model: GenerativeModel, x: Tensor, seed: int) -> Callable[[int], dict[str, Tensor] | None]:
+def _init_fn(
+    model: GenerativeModel, x: Tensor, seed: int
+) -> Callable[[int], dict[str, Tensor] | None]:
     def init(chain: int) -> dict[str, Tensor] | None:
         return model.init_values(x, _generator(x.device, seed + chain))
 
@@ -177,7 +194,9 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
         init_loc = init_to_value(values=init, fallback=init_to_median) if init else init_to_median
         kind = guide_opt or "normal"
         # Flow guides start from a standard normal base and take no initial location.
-        guide = elbos.make_guide(kind, hidden, **({} if kind == "iaf" else {"init_loc_fn": init_loc}))
+        guide = elbos.make_guide(
+            kind, hidden, **({} if kind == "iaf" else {"init_loc_fn": init_loc})
+        )
         if isinstance(guide, torch.nn.Module):
             guide.to(x.device)
     name = opts.objective or ("enum" if discrete else "trace")
@@ -196,11 +215,23 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
         val = check_data(val, "validation_data", dim=x.shape[-1] if x.dim() > 1 else None).to(x)
     start = time.perf_counter()
     run = run_svi(
-        program, guide, x, elbo=elbo, steps=steps, batch_size=opts.batch_size, lr=opts.lr,
-        optimizer=opts.optimizer, clip_norm=opts.clip_norm, validation_data=val,
-        patience=opts.patience, eval_every=opts.eval_every, tol=opts.tol,
-        progress=_progress(opts.progress), generator=_generator(x.device, opts.seed),
-        data_plate=model.data_plate, modules=(model, guide),
+        program,
+        guide,
+        x,
+        elbo=elbo,
+        steps=steps,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        optimizer=opts.optimizer,
+        clip_norm=opts.clip_norm,
+        validation_data=val,
+        patience=opts.patience,
+        eval_every=opts.eval_every,
+        tol=opts.tol,
+        progress=_progress(opts.progress),
+        generator=_generator(x.device, opts.seed),
+        data_plate=model.data_plate,
+        modules=(model, guide),
     )
     if isinstance(guide, autoguide.AutoLaplaceApproximation):
         # MAP first, then the Gaussian with the inverse Hessian at the mode (Laplace 1774).
@@ -212,11 +243,19 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
         diagnostics["validation_history"] = run.validation_history
         diagnostics["early_stopped"] = run.early_stopped
     return Fit(
-        method=method, options=_public(opts, guide=guide_opt or "model", objective=name),
-        objective="-ELBO per point", history=run.history,
+        method=method,
+        options=_public(opts, guide=guide_opt or "model", objective=name),
+        objective="-ELBO per point",
+        history=run.history,
         final_objective=sum(run.history[-10:]) / len(run.history[-10:]),
-        wall_time=time.perf_counter() - start, n_iter=run.steps, converged=run.converged,
-        params=params, draws=draws, model=model, guide=guide, diagnostics=diagnostics,
+        wall_time=time.perf_counter() - start,
+        n_iter=run.steps,
+        converged=run.converged,
+        params=params,
+        draws=draws,
+        model=model,
+        guide=guide,
+        diagnostics=diagnostics,
         data_size=x.shape[0],
     )
 
@@ -250,7 +289,6 @@ def _guide_posterior(
     The point estimate is the guide's median where it has one, else the draws' mean in the
     unconstrained space (flows).
     """
-    trace = pointwise.prototype_trace(model, x)
     globals_ = pointwise.global_site_shapes(model, x)
     draws = None
     if not point:
@@ -264,8 +302,7 @@ def _guide_posterior(
         if draws is None:
             params = _draw_guide(guide, x, globals_)
         else:
-            supports = {k: trace.nodes[k]["fn"].support for k in globals_}
-            params = unconstrained_mean(draws, supports)
+            params = unconstrained_mean(draws, pointwise.site_supports(model, x))
     return model.canonicalize(params), draws
 
 
@@ -278,29 +315,45 @@ def _fit_nuts(model: GenerativeModel, x: Tensor, opts: NUTSOptions) -> Fit:
     _, nesting = _hidden_discrete(model, x)
     start = time.perf_counter()
     run = run_nuts(
-        model.model, x, num_samples=opts.num_samples, warmup_steps=opts.warmup_steps,
-        num_chains=opts.num_chains, target_accept_prob=opts.target_accept_prob,
-        max_tree_depth=opts.max_tree_depth, max_plate_nesting=nesting,
-        init=_init_fn(model, x, opts.seed), seed=opts.seed, progress=_progress(opts.progress),
+        model.model,
+        x,
+        num_samples=opts.num_samples,
+        warmup_steps=opts.warmup_steps,
+        num_chains=opts.num_chains,
+        target_accept_prob=opts.target_accept_prob,
+        max_tree_depth=opts.max_tree_depth,
+        max_plate_nesting=nesting,
+        init=_init_fn(model, x, opts.seed),
+        seed=opts.seed,
+        progress=_progress(opts.progress),
         jit_compile=opts.jit_compile,
     )
     wall = time.perf_counter() - start
     draws = model.canonicalize(run.draws)
-    trace = pointwise.prototype_trace(model, x)
-    supports = {k: trace.nodes[k]["fn"].support for k in draws}
-    params = unconstrained_mean(draws, supports)
+    params = unconstrained_mean(draws, pointwise.site_supports(model, x))
     model.params_ = params
     diag = convergence_diagnostics(draws)
     # The objective per draw: -log p(x, theta_s) / N, the sampler's potential energy per point.
     energy = -(pointwise.log_prior(model, x, draws) + model.log_likelihood(x, draws).sum(-1))
     energy = energy / x.shape[0]
     return Fit(
-        method="nuts", options=dataclasses.asdict(opts), objective="-log joint per point",
-        history=energy[0].tolist(), final_objective=energy.mean().item(), wall_time=wall,
-        n_iter=opts.num_samples, converged=bool(diag["r_hat"] < RHAT_CONVERGED),
-        params=params, draws=draws, model=model,
-        diagnostics={**diag, "divergences": run.divergences, "accept_prob": run.accept_prob,
-                     "ess_per_second": diag["ess"] / wall},
+        method="nuts",
+        options=dataclasses.asdict(opts),
+        objective="-log joint per point",
+        history=energy[0].tolist(),
+        final_objective=energy.mean().item(),
+        wall_time=wall,
+        n_iter=opts.num_samples,
+        converged=bool(diag["r_hat"] < RHAT_CONVERGED),
+        params=params,
+        draws=draws,
+        model=model,
+        diagnostics={
+            **diag,
+            "divergences": run.divergences,
+            "accept_prob": run.accept_prob,
+            "ess_per_second": diag["ess"] / wall,
+        },
         data_size=x.shape[0],
     )
 

@@ -90,7 +90,7 @@ def run_nuts(
     """
     chains = []
     divergences = 0
-    accept = []
+    accept: list[float] = []
     enumerated = config_enumerate(program, default="parallel")
     for chain in range(num_chains):
         pyro.set_rng_seed(seed + chain)
@@ -104,21 +104,38 @@ def run_nuts(
             ignore_jit_warnings=True,
             init_strategy=init_to_value(values=values) if values else init_to_median,
         )
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
-                    disable_progbar=not progress)
+        mcmc = MCMC(
+            kernel,
+            num_samples=num_samples,
+            warmup_steps=warmup_steps,
+            num_chains=1,
+            disable_progbar=not progress,
+        )
         try:
             with warnings.catch_warnings():
                 # torch 2.9+ deprecates torch.jit.trace, which Pyro's jit_compile uses; it works.
-                warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=DeprecationWarning)
+                warnings.filterwarnings(
+                    "ignore", message=".*torch.jit.trace.*", category=DeprecationWarning
+                )
                 mcmc.run(x)
         except RuntimeError:
             if not jit_compile:
                 raise
             # Some programs (data-dependent control flow) cannot be traced; sample them eagerly.
-            return run_nuts(program, x, num_samples=num_samples, warmup_steps=warmup_steps,
-                            num_chains=num_chains, target_accept_prob=target_accept_prob,
-                            max_tree_depth=max_tree_depth, max_plate_nesting=max_plate_nesting,
-                            init=init, seed=seed, progress=progress, jit_compile=False)
+            return run_nuts(
+                program,
+                x,
+                num_samples=num_samples,
+                warmup_steps=warmup_steps,
+                num_chains=num_chains,
+                target_accept_prob=target_accept_prob,
+                max_tree_depth=max_tree_depth,
+                max_plate_nesting=max_plate_nesting,
+                init=init,
+                seed=seed,
+                progress=progress,
+                jit_compile=False,
+            )
         chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         stats = mcmc.diagnostics()
         divergences += sum(len(v) for v in stats.get("divergences", {}).values())

@@ -25,7 +25,19 @@ __all__ = [
     "log_prior",
     "max_plate_nesting",
     "prototype_trace",
+    "site_supports",
 ]
+
+
+def _nodes(trace: Trace) -> dict[str, Any]:
+    """Trace sites, typed loosely: Pyro's ``Message`` type does not know distribution methods."""
+    return trace.nodes  # type: ignore[return-value]
+
+
+def site_supports(model: Any, x: Tensor | None) -> dict[str, Any]:
+    """The support (constraint) of each global latent site."""
+    trace, shapes, _ = _roles(model, x)
+    return {name: _nodes(trace)[name]["fn"].support for name in shapes}
 
 
 def _attr(model: Any, name: str, default: str) -> str:
@@ -46,11 +58,11 @@ def _in_plate(site: Mapping[str, Any], plate: str) -> bool:
     return any(frame.name == plate for frame in site["cond_indep_stack"])
 
 
-def _is_latent(site: Mapping[str, Any]) -> bool:
+def _is_latent(site: Any) -> bool:
     return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
 
 
-def is_enumerable(site: Mapping[str, Any]) -> bool:
+def is_enumerable(site: Any) -> bool:
     """A latent site that enumeration can sum out: discrete support with finite cardinality."""
     return _is_latent(site) and getattr(site["fn"], "has_enumerate_support", False)
 
@@ -61,7 +73,7 @@ def _roles(model: Any, x: Tensor | None) -> tuple[Trace, dict[str, torch.Size], 
     trace = prototype_trace(model, x)
     shapes: dict[str, torch.Size] = {}
     local = []
-    for name, site in trace.nodes.items():
+    for name, site in _nodes(trace).items():
         if _is_latent(site):
             if _in_plate(site, plate):
                 local.append(site)
@@ -78,7 +90,7 @@ def global_site_shapes(model: Any, x: Tensor | None) -> dict[str, torch.Size]:
 def max_plate_nesting(trace: Trace) -> int:
     """The deepest nesting of vectorised plates in a trace (what enumeration must stay left of)."""
     depth = 0
-    for site in trace.nodes.values():
+    for site in _nodes(trace).values():
         if site["type"] == "sample":
             dims = [f.dim for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
             if dims:
@@ -121,7 +133,11 @@ def _per_theta(
 
 def _data_dim_sum(total: Tensor, data_dim: int, nesting: int) -> Tensor:
     """Sums every plate dimension except the data plate's; returns ``[N]``."""
-    total = total.reshape((1,) * (nesting - total.dim()) + total.shape) if total.dim() < nesting else total
+    total = (
+        total.reshape((1,) * (nesting - total.dim()) + total.shape)
+        if total.dim() < nesting
+        else total
+    )
     other = [d for d in range(-nesting, 0) if d != data_dim]
     if other:
         total = total.sum(dim=other, keepdim=True)
@@ -136,10 +152,10 @@ def _enum_loglik(model: Any, x: Tensor, theta: Mapping[str, Tensor], nesting: in
     trace.compute_log_prob()
     total: Tensor | float = 0.0
     data_dim = -1
-    for site in trace.nodes.values():
+    for site in _nodes(trace).values():
         if site["type"] == "sample" and _in_plate(site, plate):
             total = total + site["log_prob"]
-            data_dim = next(f.dim for f in site["cond_indep_stack"] if f.name == plate)
+            data_dim = next(int(f.dim) for f in site["cond_indep_stack"] if f.name == plate)
     assert isinstance(total, Tensor), "the model has no site in its data plate"
     # Enumerated dimensions sit left of the plates: marginalise them exactly (mixture-style models
     # whose discrete latents are not inside plates nested below the data plate).
@@ -163,14 +179,14 @@ def _is_loglik(
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     log_w: Tensor | float = 0.0
-    data_dim = -1
+    data_dim: int = -1
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for site in trace.nodes.values():
+        for site in _nodes(trace).values():
             if site["type"] == "sample" and _in_plate(site, plate):
                 log_w = log_w + sign * site["log_prob"]
-                data_dim = next(f.dim for f in site["cond_indep_stack"] if f.name == plate)
+                data_dim = next(int(f.dim) for f in site["cond_indep_stack"] if f.name == plate)
     assert isinstance(log_w, Tensor)
-    log_w = log_w.expand((particles,) + log_w.shape[1:]) if log_w.dim() == nesting + 1 else log_w
+    log_w = log_w.expand((particles, *log_w.shape[1:])) if log_w.dim() == nesting + 1 else log_w
     per_point = torch.stack([_data_dim_sum(w, data_dim, nesting) for w in log_w])
     return per_point.logsumexp(0) - math.log(particles)
 
@@ -206,7 +222,7 @@ def log_prior(model: Any, x: Tensor | None, params: Mapping[str, Tensor]) -> Ten
         with poutine.block():
             tr = poutine.trace(poutine.condition(_program(model), data=dict(theta))).get_trace(x)
         return sum(
-            (tr.nodes[name]["fn"].log_prob(tr.nodes[name]["value"]).sum() for name in shapes),
+            (_nodes(tr)[name]["fn"].log_prob(_nodes(tr)[name]["value"]).sum() for name in shapes),
             start=torch.zeros(()),
         )
 

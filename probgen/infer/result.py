@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -43,7 +43,7 @@ class Fit:
     method: str
     options: Mapping[str, Any]
     objective: str
-    history: tuple[float, ...]
+    history: Sequence[float]
     final_objective: float
     wall_time: float
     n_iter: int

@@ -21,7 +21,6 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import ELBO
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -48,7 +47,7 @@ class DataPlateScale(Messenger):
         self.plate = plate
         self.scale = scale
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Any) -> None:
         if msg["type"] == "sample" and any(f.name == self.plate for f in msg["cond_indep_stack"]):
             msg["scale"] = msg["scale"] * self.scale
 
@@ -71,11 +70,13 @@ def make_optimizer(
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        return OPTIMIZERS[optimizer](params, lr=lr)
+        return OPTIMIZERS[optimizer](params, lr=lr)  # type: ignore[call-arg]
     return optimizer(params, lr=lr)
 
 
-def _batches(n: int, batch_size: int | None, generator: torch.Generator, device: Any) -> Iterator[Tensor | None]:
+def _batches(
+    n: int, batch_size: int | None, generator: torch.Generator, device: Any
+) -> Iterator[Tensor | None]:
     """Yields index tensors of one shuffled epoch (``None`` for a full batch)."""
     if batch_size is None or batch_size >= n:
         yield None
@@ -95,13 +96,14 @@ def _plateaued(history: list[float], tol: float) -> bool:
     return abs(last.mean().item() - prev.mean().item()) < max(tol, 2.0 * se)
 
 
-def _unconstrained(value: Tensor) -> Tensor:
+def _unconstrained(value: Any) -> Tensor:
     # Param-store values are constrained views of a leaf; module parameters are the leaf itself.
     return value.unconstrained() if hasattr(value, "unconstrained") else value
 
 
 def _named_params(model: Any, guide: Any, captured: dict[str, Tensor]) -> dict[str, Tensor]:
     named: dict[str, Tensor] = {}
+    p: Tensor
     for prefix, module in (("model", model), ("guide", guide)):
         if isinstance(module, torch.nn.Module):
             for name, p in module.named_parameters():
@@ -113,7 +115,9 @@ def _named_params(model: Any, guide: Any, captured: dict[str, Tensor]) -> dict[s
     return named
 
 
-def _blame_sites(model: Callable[..., Any], guide: Callable[..., Any], args: tuple[Any, ...]) -> str:
+def _blame_sites(
+    model: Callable[..., Any], guide: Callable[..., Any], args: tuple[Any, ...]
+) -> str:
     """Names the sample sites whose log-density is not finite (slow path, after a failure)."""
     bad = []
     with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
@@ -124,13 +128,16 @@ def _blame_sites(model: Callable[..., Any], guide: Callable[..., Any], args: tup
                 if site["type"] != "sample":
                     continue
                 try:
-                    lp = site["fn"].log_prob(site["value"])
+                    fn: Any = site["fn"]
+                    lp = fn.log_prob(site["value"])
                 except (ValueError, RuntimeError) as err:  # e.g. a value outside the support
                     bad.append(f"{where} site {name!r} ({err})")
                     continue
                 if not torch.isfinite(lp).all():
                     bad.append(f"{where} site {name!r}")
-    return ", ".join(bad) if bad else "no single site (the non-finite value arose in the combination)"
+    return (
+        ", ".join(bad) if bad else "no single site (the non-finite value arose in the combination)"
+    )
 
 
 def run_svi(
@@ -138,7 +145,7 @@ def run_svi(
     guide: Callable[..., Any],
     x: Tensor,
     *,
-    elbo: ELBO,
+    elbo: Any,
     steps: int,
     batch_size: int | None,
     lr: float,
@@ -207,7 +214,7 @@ def run_svi(
                         name: _unconstrained(site["value"])
                         for name, site in capture.trace.nodes.items()
                     }
-                    named = _named_params(*owners, captured)
+                    named = _named_params(owners[0], owners[1], captured)
                     opt = make_optimizer(optimizer, list(named.values()), lr)
                 else:
                     try:
@@ -223,7 +230,9 @@ def run_svi(
                     if grads
                     else loss.new_zeros(())
                 )
-                loss_value, gnorm_value = torch.stack([loss.detach(), gnorm.to(loss.dtype)]).tolist()
+                loss_value, gnorm_value = torch.stack(
+                    [loss.detach(), gnorm.to(loss.dtype)]
+                ).tolist()
                 if not math.isfinite(loss_value):
                     raise NonFiniteError(
                         f"step {step}: the loss is {loss_value}; non-finite log-density at "
@@ -231,7 +240,11 @@ def run_svi(
                         f"{step - 1}."
                     )
                 if not math.isfinite(gnorm_value):
-                    culprits = [k for k, p in named.items() if p.grad is not None and not torch.isfinite(p.grad).all()]
+                    culprits = [
+                        k
+                        for k, p in named.items()
+                        if p.grad is not None and not torch.isfinite(p.grad).all()
+                    ]
                     raise NonFiniteError(
                         f"step {step}: non-finite gradient of parameter(s) {', '.join(culprits)}. "
                         f"Parameters keep their values from step {step - 1}; try a smaller lr or "
@@ -245,7 +258,10 @@ def run_svi(
                 bar.update(1)
                 if validation_data is not None and step % eval_every == 0:
                     with torch.no_grad():
-                        val = float(elbo.loss(model, guide, validation_data)) / validation_data.shape[0]
+                        val = (
+                            float(elbo.loss(model, guide, validation_data))
+                            / validation_data.shape[0]
+                        )
                     val_history.append(val)
                     if val < best_val - 1e-12:
                         best_val, bad_evals = val, 0
@@ -258,13 +274,15 @@ def run_svi(
     bar.close()
     if best_state is not None:
         with torch.no_grad():
-            for p, best in zip(named.values(), best_state):
+            for p, best in zip(named.values(), best_state, strict=True):
                 p.copy_(best)
     converged = early_stopped or _plateaued(history, tol)
     return SVIRun(history, val_history, step, converged, early_stopped)
 
 
-def _loss(elbo: ELBO, loss_fn: Callable[..., Tensor] | None, model: Any, guide: Any, xb: Tensor) -> Tensor:
+def _loss(
+    elbo: Any, loss_fn: Callable[..., Tensor] | None, model: Any, guide: Any, xb: Tensor
+) -> Tensor:
     if loss_fn is not None:
         loss = loss_fn(model, guide, xb)
         if loss.requires_grad:

@@ -1,7 +1,8 @@
 """A conjugate Normal-Normal model and its analytic posterior, shared by the engine tests.
 
-    mu ~ Normal(M0, S0),   x_n | mu ~ Normal(mu, SIGMA)
-    p(mu | x) = Normal(m_N, s_N),  1/s_N^2 = 1/S0^2 + N/SIGMA^2,  m_N = s_N^2 (M0/S0^2 + sum x / SIGMA^2)
+mu ~ Normal(M0, S0),   x_n | mu ~ Normal(mu, SIGMA)
+p(mu | x) = Normal(m_N, s_N),  1/s_N^2 = 1/S0^2 + N/SIGMA^2,
+m_N = s_N^2 (M0/S0^2 + sum x / SIGMA^2)
 """
 
 from __future__ import annotations

@@ -32,8 +32,18 @@ def x():
 @pytest.mark.parametrize("objective", ["trace", "meanfield"])
 def test_svi_autonormal_matches_conjugate_posterior(x, objective):
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", guide="normal", objective=objective,
-                      steps=2500, lr=0.02, num_particles=4, num_draws=4000, progress=False)
+    fit = probgen.fit(
+        model,
+        x,
+        method="svi",
+        guide="normal",
+        objective=objective,
+        steps=2500,
+        lr=0.02,
+        num_particles=4,
+        num_draws=4000,
+        progress=False,
+    )
     draws = fit.draws["mu"].flatten()
     assert abs(draws.mean().item() - mean) < SVI_MEAN_TOL_SD * sd
     assert draws.std().item() == pytest.approx(sd, rel=SVI_SD_RTOL)
@@ -44,8 +54,18 @@ def test_minibatch_scaling_keeps_the_full_data_posterior():
     # batch: here sqrt(10) ~ 3.2 times larger, far outside the tolerance.
     x = data(n=1000, seed=1)
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", guide="normal", objective="meanfield",
-                      epochs=150, batch_size=100, lr=0.03, num_draws=4000, progress=False)
+    fit = probgen.fit(
+        model,
+        x,
+        method="svi",
+        guide="normal",
+        objective="meanfield",
+        epochs=150,
+        batch_size=100,
+        lr=0.03,
+        num_draws=4000,
+        progress=False,
+    )
     draws = fit.draws["mu"].flatten()
     # Minibatch gradient noise moves the optimum by ~0.1-0.2 sd at this lr (observed 0.08 sd).
     assert abs(draws.mean().item() - mean) < 0.5 * sd
@@ -55,8 +75,9 @@ def test_minibatch_scaling_keeps_the_full_data_posterior():
 
 def test_nuts_matches_conjugate_posterior(x):
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="nuts", num_samples=500, warmup_steps=300, num_chains=2,
-                      progress=False)
+    fit = probgen.fit(
+        model, x, method="nuts", num_samples=500, warmup_steps=300, num_chains=2, progress=False
+    )
     draws = fit.draws["mu"]
     assert draws.shape == (2, 500)
     ess = fit.diagnostics["ess"]
@@ -76,8 +97,9 @@ def test_map_is_the_posterior_mode(x):
 
 def test_laplace_guide_gives_the_exact_gaussian_posterior(x):
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", guide="laplace", steps=1500, lr=0.05,
-                      num_draws=4000, progress=False)
+    fit = probgen.fit(
+        model, x, method="svi", guide="laplace", steps=1500, lr=0.05, num_draws=4000, progress=False
+    )
     draws = fit.draws["mu"].flatten()
     # The posterior is Gaussian, so the Laplace approximation is exact up to MC error of the
     # 4000 draws (sd/sqrt(4000) ~ 0.016 sd for the mean, ~1.1% for the sd).

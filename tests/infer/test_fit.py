@@ -21,8 +21,9 @@ def x():
 @pytest.mark.parametrize("guide", ["delta", "normal", "mvn", "lowrank", "laplace"])
 def test_every_autoguide_fits(x, guide):
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", guide=guide, steps=800, lr=0.05, num_draws=200,
-                      progress=False)
+    fit = probgen.fit(
+        model, x, method="svi", guide=guide, steps=800, lr=0.05, num_draws=200, progress=False
+    )
     assert fit.method == "svi" and fit.n_iter == 800 and len(fit.history) == 800
     # Every guide family contains (or, for delta, points at) the posterior mean; 800 steps get
     # within half a posterior sd even for the flow's noisier gradients.
@@ -39,8 +40,9 @@ def model_2d(x, n=None):
 
 def test_normalizing_flow_guide_fits():
     x = torch.stack([data(n=50, seed=0), data(n=50, seed=1, true_mu=-1.0)], -1)
-    fit = probgen.fit(model_2d, x, method="svi", guide="iaf", steps=1000, lr=0.02,
-                      num_draws=2000, progress=False)
+    fit = probgen.fit(
+        model_2d, x, method="svi", guide="iaf", steps=1000, lr=0.02, num_draws=2000, progress=False
+    )
     draws = fit.draws["mu"].reshape(-1, 2)
     for j in range(2):
         mean, sd = posterior(x[:, j])
@@ -53,8 +55,17 @@ def test_normalizing_flow_guide_fits():
 @pytest.mark.parametrize("objective", ["trace", "meanfield", "iwae", "renyi", "graph"])
 def test_every_objective_fits(x, objective):
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", objective=objective, num_particles=3, steps=800,
-                      lr=0.03, num_draws=200, progress=False)
+    fit = probgen.fit(
+        model,
+        x,
+        method="svi",
+        objective=objective,
+        num_particles=3,
+        steps=800,
+        lr=0.03,
+        num_draws=200,
+        progress=False,
+    )
     assert fit.options["objective"] == objective
     # Score-function (graph) and importance-weighted (iwae, renyi) gradients are the noisiest;
     # their end point jitters by up to ~0.5 posterior sd at this lr, hence 0.75 sd.
@@ -64,8 +75,7 @@ def test_every_objective_fits(x, objective):
 def test_objective_history_is_per_point_negative_elbo(x):
     # -ELBO >= -log p(x): the per-point objective must sit above the exact evidence per point.
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", steps=1500, lr=0.05, num_particles=8,
-                      progress=False)
+    fit = probgen.fit(model, x, method="svi", steps=1500, lr=0.05, num_particles=8, progress=False)
     mu = torch.tensor(mean, dtype=torch.float64)
     # log p(x) = log p(x | mu) + log p(mu) - log p(mu | x), for any mu (Bayes' rule).
     log_evidence = (
@@ -98,8 +108,17 @@ def test_fit_is_immutable(x):
 def test_early_stopping_on_held_out_objective():
     x = data(n=200, seed=2)
     val = data(n=100, seed=3)
-    fit = probgen.fit(model, x, method="svi", steps=5000, lr=0.05, validation_data=val,
-                      eval_every=10, patience=5, progress=False)
+    fit = probgen.fit(
+        model,
+        x,
+        method="svi",
+        steps=5000,
+        lr=0.05,
+        validation_data=val,
+        eval_every=10,
+        patience=5,
+        progress=False,
+    )
     assert fit.diagnostics["early_stopped"]
     assert fit.converged
     assert fit.n_iter < 5000
@@ -109,14 +128,24 @@ def test_early_stopping_on_held_out_objective():
 def test_plain_function_with_custom_guide_keeps_the_global_param_store_empty(x):
     def guide(x):
         loc = pyro.param("q_loc", torch.tensor(0.0, dtype=torch.float64))
-        scale = pyro.param("q_scale", torch.tensor(1.0, dtype=torch.float64),
-                           constraint=dist.constraints.positive)
+        scale = pyro.param(
+            "q_scale", torch.tensor(1.0, dtype=torch.float64), constraint=dist.constraints.positive
+        )
         pyro.sample("mu", dist.Normal(loc, scale))
 
     pyro.clear_param_store()
     mean, sd = posterior(x)
-    fit = probgen.fit(model, x, method="svi", guide=guide, steps=1500, lr=0.03, num_particles=8,
-                      num_draws=2000, progress=False)
+    fit = probgen.fit(
+        model,
+        x,
+        method="svi",
+        guide=guide,
+        steps=1500,
+        lr=0.03,
+        num_particles=8,
+        num_draws=2000,
+        progress=False,
+    )
     assert len(pyro.get_param_store()) == 0
     draws = fit.draws["mu"].flatten()
     # The custom guide is the exact posterior family; SGD jitter stays within ~0.3 sd.
@@ -159,7 +188,9 @@ def test_bad_options_are_named(x, kwargs, message):
 def test_non_finite_data_is_rejected(bad):
     x = data(n=10)
     x[3] = bad
-    with pytest.raises(ValueError, match=r"data contains 1 NaN/inf value\(s\), the first at index \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"data contains 1 NaN/inf value\(s\), the first at index \(3,\)"
+    ):
         probgen.fit(model, x, method="map", progress=False)
 
 
@@ -182,7 +213,9 @@ class _SqrtGuide(GenerativeModel):
 def test_non_finite_loss_stops_and_keeps_last_finite_parameters():
     x = data(n=20, true_mu=-5.0)
     gm = _SqrtGuide(1.0)
-    with pytest.raises(NonFiniteError, match=r"step \d+: the loss is nan; non-finite log-density at .*'mu'"):
+    with pytest.raises(
+        NonFiniteError, match=r"step \d+: the loss is nan; non-finite log-density at .*'mu'"
+    ):
         probgen.fit(gm, x, method="svi", steps=500, lr=0.5, optimizer="sgd", progress=False)
     # q < 0 is the finite value the last good step wrote (sqrt(q) is what turned the loss NaN);
     # no NaN was written into it.
@@ -198,14 +231,17 @@ class _InfGradient(_SqrtGuide):
 
 def test_non_finite_gradient_names_the_parameter():
     gm = _InfGradient(1.0)
-    with pytest.raises(NonFiniteError, match=r"step 0: non-finite gradient of parameter\(s\) model\.q"):
+    with pytest.raises(
+        NonFiniteError, match=r"step 0: non-finite gradient of parameter\(s\) model\.q"
+    ):
         probgen.fit(gm, data(n=20), method="svi", steps=10, progress=False)
     assert gm.q.item() == 1.0
 
 
 def test_gradient_clipping_bounds_each_step():
     x = data(n=20, true_mu=50.0)
-    fit = probgen.fit(model, x, method="map", steps=10, lr=1.0, optimizer="sgd", clip_norm=0.1,
-                      progress=False)
+    fit = probgen.fit(
+        model, x, method="map", steps=10, lr=1.0, optimizer="sgd", clip_norm=0.1, progress=False
+    )
     # SGD moves by lr * |clipped grad| <= 0.1 per step: at most 1.0 from the prior-median start.
     assert abs(fit.params["mu"].item()) <= 1.0 + 1e-9

@@ -48,16 +48,24 @@ def test_closed_form_log_likelihood_matches_scipy(em_fits, x, cov):
         "diag": torch.diag_embed(covs),
         "spherical": covs[:, None, None] * torch.eye(2, dtype=covs.dtype),
     }[cov]
-    dens = sum(w[k].item() * stats.multivariate_normal(mu[k].numpy(), full[k].numpy()).pdf(x.numpy())
-               for k in range(2))
+    dens = sum(
+        w[k].item() * stats.multivariate_normal(mu[k].numpy(), full[k].numpy()).pdf(x.numpy())
+        for k in range(2)
+    )
     np.testing.assert_allclose(gmm.log_prob(x).numpy(), np.log(dens), rtol=1e-10)
 
 
 @pytest.mark.parametrize("cov", COVARIANCE_TYPES)
 def test_predict_bic_aic_match_sklearn(em_fits, x, cov):
     gmm, fit = em_fits[cov]
-    sk = SkGaussianMixture(2, covariance_type=cov, tol=1e-10, max_iter=1000,
-                           means_init=gmm.means_.numpy(), random_state=0).fit(x.numpy())
+    sk = SkGaussianMixture(
+        2,
+        covariance_type=cov,
+        tol=1e-10,
+        max_iter=1000,
+        means_init=gmm.means_.numpy(),
+        random_state=0,
+    ).fit(x.numpy())
     assert fit.converged
     assert -fit.final_objective == pytest.approx(sk.score(x.numpy()), abs=1e-6)
     # Same optimum, so the same labels (both canonically ordered by the means' first coordinate).
@@ -65,8 +73,9 @@ def test_predict_bic_aic_match_sklearn(em_fits, x, cov):
     np.testing.assert_array_equal(np.argsort(order)[sk.predict(x.numpy())], gmm.predict(x).numpy())
     # Both stop once the log-likelihood moves < 1e-8 per point; parameters then still differ by
     # ~sqrt(1e-8) = 1e-4 along flat directions (spherical converges slowest), so 1e-4 on probas.
-    np.testing.assert_allclose(gmm.predict_proba(x).numpy(), sk.predict_proba(x.numpy())[:, order],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        gmm.predict_proba(x).numpy(), sk.predict_proba(x.numpy())[:, order], atol=1e-4
+    )
     assert gmm.bic(x) == pytest.approx(sk.bic(x.numpy()), rel=1e-8, abs=1e-4)
     assert gmm.aic(x) == pytest.approx(sk.aic(x.numpy()), rel=1e-8, abs=1e-4)
 
@@ -98,8 +107,9 @@ def test_svi_map_reaches_em_log_likelihood(em_fits, x, cov):
     assert fit.draws is None and fit.diagnostics["objective_name"] == "enum"
     em_ll, map_ll = -em.final_objective, gmm.log_prob(x).mean().item()
     assert abs(map_ll - em_ll) < MAP_VS_EM_ATOL
-    torch.testing.assert_close(gmm.means_, em.params["locs"], atol=0.05 * x.std(0).max().item(),
-                               rtol=0)
+    torch.testing.assert_close(
+        gmm.means_, em.params["locs"], atol=0.05 * x.std(0).max().item(), rtol=0
+    )
 
 
 def test_svi_full_posterior_has_draws_and_khat(x):
@@ -122,8 +132,9 @@ def one_d():
 
 def test_nuts_recovers_known_one_dimensional_mixture(one_d):
     gmm = GaussianMixture(2, "diag")
-    fit = probgen.fit(gmm, one_d, method="nuts", num_samples=200, warmup_steps=200,
-                      num_chains=2, progress=False)
+    fit = probgen.fit(
+        gmm, one_d, method="nuts", num_samples=200, warmup_steps=200, num_chains=2, progress=False
+    )
     draws = fit.draws
     truth = {"weights": [0.3, 0.7], "locs": [-2.0, 2.0], "scales": [0.5, 1.0]}
     for site, values in truth.items():
@@ -142,8 +153,9 @@ def test_model_runs_unchanged_under_pyro_predictive_and_mcmc(one_d):
     prior = Predictive(gmm.model, num_samples=7)(None, n=20)
     assert prior["obs"].shape == (7, 20, 1) and prior["assignment"].shape == (7, 20)
     pyro.set_rng_seed(0)
-    mcmc = MCMC(NUTS(gmm.model, max_plate_nesting=1), num_samples=30, warmup_steps=30,
-                disable_progbar=True)
+    mcmc = MCMC(
+        NUTS(gmm.model, max_plate_nesting=1), num_samples=30, warmup_steps=30, disable_progbar=True
+    )
     mcmc.run(one_d)
     samples = mcmc.get_samples()
     assert samples["locs"].shape == (30, 2, 1)
@@ -178,12 +190,21 @@ def test_two_fitted_mixtures_coexist(x):
         (lambda: GaussianMixture(0), None, "n_components must be an integer >= 1, got 0"),
         (lambda: GaussianMixture(2, "banded"), None, "covariance_type must be one of full"),
         (lambda: GaussianMixture(2, reg_covar=-1.0), None, "reg_covar must be >= 0"),
-        (lambda: GaussianMixture(5), torch.randn(3, 2, dtype=torch.float64),
-         "data has 3 points, fewer than n_components=5"),
-        (lambda: GaussianMixture(2), torch.randn(10, dtype=torch.float64),
-         "data must be 2-dimensional"),
-        (lambda: GaussianMixture(2, means_init=torch.zeros(3, 2)), torch.randn(10, 2),
-         "means_init must have shape (2, 2)"),
+        (
+            lambda: GaussianMixture(5),
+            torch.randn(3, 2, dtype=torch.float64),
+            "data has 3 points, fewer than n_components=5",
+        ),
+        (
+            lambda: GaussianMixture(2),
+            torch.randn(10, dtype=torch.float64),
+            "data must be 2-dimensional",
+        ),
+        (
+            lambda: GaussianMixture(2, means_init=torch.zeros(3, 2)),
+            torch.randn(10, 2),
+            "means_init must have shape (2, 2)",
+        ),
     ],
 )
 def test_bad_input_is_named(build, data, message):
