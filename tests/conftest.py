@@ -15,6 +15,20 @@ def faithful() -> torch.Tensor:
     return probgen.data.faithful()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """One torch thread for the whole run.
+
+    The test problems are tiny (N <= a few thousand): multithreaded BLAS only adds
+    synchronisation, and on a shared 2-core CI machine OpenMP barriers make each small GEMM up
+    to ~10x slower. Tests that check threaded code paths raise the count locally.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _pyro_state() -> None:
     """No parameter leaks between tests, and the same random stream for each."""

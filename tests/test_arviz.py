@@ -70,15 +70,6 @@ IGNORE_MPL_ALIAS_MAPPING = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One torch thread: for these tiny problems extra threads only contend for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _nuts(model: GaussianMixture, x: torch.Tensor) -> probgen.Fit:
     with warnings.catch_warnings():
         # torch >= 2.9 deprecates torch.jit.trace, which Pyro's NUTS(jit_compile=True) uses;

@@ -19,7 +19,6 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 import pytest
-import torch
 
 from probgen.cli import main
 
@@ -27,15 +26,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAITHFUL_N = 272
 TRAIN_N = FAITHFUL_N - round(0.2 * FAITHFUL_N)  # --test-fraction defaults to 0.2
 OUTPUTS = {"table.md", "table.csv", "loss.png", "density.png", "em.nc", "map.nc"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One torch thread: for these tiny problems extra threads only contend for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -240,3 +230,20 @@ def test_failure_while_writing_leaves_nothing(error, tmp_path, monkeypatch, caps
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
     assert "wrote" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_main_job_with_default_budgets(tmp_path, capsys):
+    """The README's main job as shipped: EM, MAP, SVI and NUTS on Old Faithful, all defaults."""
+    out = tmp_path / "main"
+    assert main(["compare", "gmm", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "table.csv").read_text().splitlines())}
+    assert set(rows) == {"em", "map", "svi", "nuts"}
+    em_ll = float(rows["em"]["train_ll"])
+    # MAP's weak prior and NUTS's posterior averaging move the train log predictive density by
+    # O(p/N) ~ 0.05 nats per point at most; SVI's mean-field guide is within the same band.
+    for method in ("map", "svi", "nuts"):
+        assert abs(float(rows[method]["train_ll"]) - em_ll) < 0.05, method
+    assert float(rows["nuts"]["r_hat"]) < 1.01
+    assert math.isfinite(float(rows["svi"]["khat"]))
+    assert "nuts" in capsys.readouterr().out

@@ -72,15 +72,6 @@ MAP_TOL_SD = 0.05
 NUTS_MCSE_FACTOR = 4.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One torch thread: for these tiny problems extra threads only contend for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def split(faithful: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Old Faithful with every fifth point held out."""

@@ -32,19 +32,6 @@ STEP_RTOL = 1e-9
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Run this module's tiny problems on one thread, restoring the setting afterwards.
-
-    With N <= 600 multithreaded BLAS only adds synchronisation, and when the cores are
-    shared (pytest-xdist, other jobs) OpenMP barriers make each tiny GEMM ~10x slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _faithful() -> np.ndarray:
     return np.loadtxt(FAITHFUL, delimiter=",", skiprows=1)
 
