@@ -163,6 +163,18 @@ class GaussianMixture(GenerativeModel):
                 obs_dist = dist.Normal(loc, scale.expand(loc.shape)).to_event(1)
             return pyro.sample(OBS, obs_dist, obs=x)
 
+    def site_dims(self) -> dict[str, list[str]]:
+        """ArviZ dimension names: ``component``, ``feature`` and ``feature_`` (Cholesky columns)."""
+        per_component = self.covariance_type != "tied"
+        lead = ["component"] if per_component else []
+        dims = {
+            WEIGHTS: ["component"],
+            LOCS: ["component", "feature"],
+            CORR: [*lead, "feature", "feature_"],
+        }
+        dims[SCALES] = ["component"] if self.covariance_type == "spherical" else [*lead, "feature"]
+        return dims
+
     # ------------------------------------------------------------------ closed forms
     def _components(self, params: dict[str, Tensor]) -> dist.Distribution:
         """The K component distributions, batch ``[*B, K]``, event ``[D]``."""

@@ -78,7 +78,8 @@ def to_arviz(
     obs = getattr(fit.model, "obs_site", "obs")
     loglik = fit.log_likelihood(x, pointwise_draws=True)
     event_dims = [f"{obs}_dim_{i}" for i in range(x.dim() - 1)]
-    all_dims = {obs: [OBS_DIM, *event_dims], **(dims or {})}
+    family_dims = fit.model.site_dims() if hasattr(fit.model, "site_dims") else {}
+    all_dims = {obs: [OBS_DIM, *event_dims], **family_dims, **(dims or {})}
     groups: dict[str, Any] = {
         "posterior": {k: _numpy(v) for k, v in posterior.items()},
         "log_likelihood": {obs: _numpy(loglik)},

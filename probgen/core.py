@@ -99,6 +99,10 @@ class GenerativeModel(PyroModule):
         """Initial values of the global sites for optimisers and samplers (None: Pyro's default)."""
         return None
 
+    def site_dims(self) -> dict[str, list[str]]:
+        """Names of the dimensions of each global site (for ArviZ); default: none."""
+        return {}
+
     def canonicalize(self, draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Maps draws to a canonical labelling (e.g. sorts mixture components); default: as is."""
         return dict(draws)
