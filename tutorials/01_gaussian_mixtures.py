@@ -19,7 +19,7 @@
 # the model is written **once**, as a Pyro program, and the same program is then fitted by
 #
 # * **EM**: closed-form expectation-maximisation, the maximum-likelihood classic;
-# * **MAP** and **SVI**: stochastic optimisation of an evidence lower bound, with a point-mass
+# * **MAP** and **SVI**: gradient-based optimisation of an evidence lower bound, with a point-mass
 #   guide (MAP) or a Gaussian guide (a variational posterior);
 # * **NUTS**: Hamiltonian Monte Carlo, i.e. (asymptotically) exact posterior samples.
 #
@@ -304,11 +304,11 @@ print(comparison)
 #
 # * **objective / final**: what each method minimised, and its final value. They are *different
 #   quantities* (−log-likelihood, −log joint, −ELBO, and the mean −log joint over the NUTS
-#   draws), so compare them within a row's method, not across rows.
+#   draws), so they are not comparable across rows.
 # * **train / test LL/pt**: the quantity that *is* comparable: the mean log predictive density
 #   per point, $\log p(x_n \mid \hat\theta)$ for point fits (EM, MAP) and the posterior
 #   predictive $\log \frac1S \sum_s p(x_n \mid \theta_s)$ for SVI and NUTS.
-# * **R-hat, ESS** (NUTS): the worst split-$\hat R$ and the smallest bulk effective sample size
+# * **R-hat, ESS** (NUTS): the worst split-$\hat R$ and the smallest effective sample size
 #   over every scalar parameter (section 5).
 # * **k-hat** (SVI): the Pareto-smoothed importance-sampling diagnostic of the guide
 #   (Yao et al. 2018): with draws $\theta_s \sim q$, the tail of the ratios
@@ -316,8 +316,8 @@ print(comparison)
 #   $\hat k < 0.5$ means the guide is a good importance proposal for the posterior,
 #   $\hat k > 0.7$ that it is not.
 #
-# Because every method gets the same seed, fitting one of them alone reproduces its row.
-# Here is MAP by itself, through the single-method entry point:
+# Every method gets the same seed, so fitting one of them alone should reproduce its row.
+# Here is MAP by itself, through the single-method entry point; compare the two numbers:
 
 # %%
 map_fit = probgen.fit(
@@ -365,8 +365,10 @@ print("SVI posterior sd of locs:\n", svi_locs.std(0))
 # * **effective sample size** (ESS) is the number of independent draws the autocorrelated chain
 #   is worth for estimating a posterior mean.
 #
-# `Fit.diagnostics` holds the worst $\hat R$ and the smallest ESS over all scalars, and the
-# number of divergent transitions (a sign that the sampler could not follow the geometry).
+# `Fit.diagnostics` holds the worst $\hat R$ and the smallest ESS over all scalars (Pyro's
+# split-$\hat R$ and ESS estimators; ArviZ's `az.summary` in section 7 reports the
+# rank-normalised bulk and tail versions, so its numbers differ slightly), and the number of
+# divergent transitions (a sign that the sampler could not follow the posterior's geometry).
 
 # %%
 nuts = comparison.fits["nuts"]
@@ -377,7 +379,7 @@ print(
     f"(after {NUTS_MAIN['warmup_steps']} warm-up steps each)"
 )
 print(
-    f"worst split R-hat {diag['r_hat']:.3f}, smallest bulk ESS {diag['ess']:.0f}, "
+    f"worst split R-hat {diag['r_hat']:.3f}, smallest ESS {diag['ess']:.0f}, "
     f"divergences {diag['divergences']}"
 )
 
@@ -439,8 +441,8 @@ print(
 # ## 6. The figures: loss curves and fitted densities
 #
 # `Comparison.figures()` returns matplotlib figures: each method's objective per iteration
-# (per draw for NUTS; note the different y-axes and meanings) and each fit's (posterior
-# predictive) density over the training data.
+# (per draw of the first chain for NUTS; note the different y-axes and meanings) and each
+# fit's (posterior predictive) density over the training data.
 
 # %%
 for name, fig in comparison.figures().items():
@@ -485,7 +487,7 @@ corr_summary = az.summary(
 print(corr_summary.to_string())
 
 # %%
-axes = az.plot_trace(idata, var_names=["weights", "locs"], compact=True)
+axes = az.plot_trace(idata, var_names=["weights", "locs"], compact=False)
 trace_fig = axes.ravel()[0].figure
 trace_fig.set_layout_engine("constrained")
 show(trace_fig, "trace")
@@ -525,6 +527,12 @@ print(
 # against 1023 by default) to bound the cost. `az.compare` then ranks them: `elpd_diff` is
 # the difference to the best model and `dse` its standard error; a difference of several `dse`
 # is a clear preference.
+#
+# One subtlety. $\hat R$ of the *parameters* depends on the labelling, and sorting by eruption
+# duration is a poor labelling when two components overlap along it, which a superfluous
+# component may well do. LOO only uses $\log p(x_n \mid \theta_s)$, which does not depend on
+# the labels at all, so we also print the worst $\hat R$ of those pointwise log-likelihoods:
+# that is the convergence check that matters for LOO.
 
 # %%
 nuts_by_k = {K: nuts}
@@ -533,11 +541,15 @@ for k in (1, 2, 3):
         nuts_by_k[k] = probgen.fit(
             GaussianMixture(n_components=k), x_train, method="nuts", seed=SEED, **NUTS_EXTRA
         )
+loglik_rhat = {}
 for k in (1, 2, 3):
     d = nuts_by_k[k].diagnostics
+    pointwise = nuts_by_k[k].log_likelihood(x_train, pointwise_draws=True)  # [chain, draw, N]
+    loglik_rhat[k] = convergence_diagnostics({"loglik": pointwise})["r_hat"]
     print(
-        f"K={k}: worst R-hat {d['r_hat']:.3f}, smallest ESS {d['ess']:.0f}, "
-        f"divergences {d['divergences']}, {nuts_by_k[k].wall_time:.0f} s"
+        f"K={k}: worst R-hat of the parameters {d['r_hat']:.3f}, of log p(x_n | theta) "
+        f"{loglik_rhat[k]:.3f}; smallest ESS {d['ess']:.0f}, divergences {d['divergences']}, "
+        f"{nuts_by_k[k].wall_time:.0f} s"
     )
 idatas = {
     f"K={k}": idata
@@ -589,12 +601,30 @@ print(
     f"{diag['ess']:.0f}, {diag['divergences']} divergences; relabelling one chain would have "
     f"given R-hat {convergence_diagnostics(switched)['r_hat']:.2f}."
 )
+elpd_diff = float(loo_table.loc[second_loo, "elpd_diff"])
+dse = float(loo_table.loc[second_loo, "dse"])
+loo_verdict = (
+    "more than two standard errors: a clear preference"
+    if elpd_diff > 2 * dse
+    else "within two standard errors: LOO cannot tell them apart"
+)
 print(
-    f"* LOO ranks {best_loo} first; {second_loo} is behind by "
-    f"{loo_table.loc[second_loo, 'elpd_diff']:.1f} elpd (dse "
-    f"{loo_table.loc[second_loo, 'dse']:.1f}); {n_bad} training points had Pareto k above "
+    f"* LOO ranks {best_loo} first; {second_loo} is behind by {elpd_diff:.1f} elpd "
+    f"(dse {dse:.1f}), {loo_verdict}. {n_bad} training points had Pareto k above "
     f"{loo.good_k:.2f} for K = {K}."
 )
+unconverged = [k for k in (1, 2, 3) if nuts_by_k[k].diagnostics["r_hat"] >= 1.01]
+if unconverged:
+    print(
+        "* Parameter R-hat is 1.01 or more for "
+        + ", ".join(
+            f"K = {k} ({nuts_by_k[k].diagnostics['r_hat']:.2f}; "
+            f"R-hat of log p(x_n | theta): {loglik_rhat[k]:.2f})"
+            for k in unconverged
+        )
+        + ": trust those LOO numbers only as far as the log-likelihood R-hat is near 1, and "
+        "sample longer before drawing conclusions."
+    )
 
 # %% [markdown]
 # In words: one Pyro program, with its discrete assignment summed out exactly, served four
