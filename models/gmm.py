@@ -4,7 +4,7 @@ posterior) and NUTS.
 The model (Bishop 2006, ch. 9; covariance types as scikit-learn's ``GaussianMixture``)::
 
     pi ~ Dirichlet(alpha 1_K)
-    mu_k ~ Normal(m_0, s_0)                            k = 1..K
+    mu_k ~ Normal(m_0, 2 s_0)                          k = 1..K
     Sigma_k = diag(sigma_k) L_k L_k^T diag(sigma_k),  sigma_k ~ LogNormal(log(s_0 / 4), 1),
                                                        L_k ~ LKJCholesky(D, eta)   ("full")
     z_n ~ Categorical(pi)                              (enumerated: summed out exactly)

@@ -159,7 +159,8 @@ def compare(
     optimised and its final value, wall time, iterations, train and held-out log predictive
     density per point (point fits: ``log p(x | theta_hat)``; fits with draws: the posterior
     predictive ``log mean_s p(x | theta_s)``), and where relevant NUTS's worst split R-hat and
-    smallest bulk ESS, and PSIS k-hat of variational guides (:func:`probgen.diagnostics.psis_khat`).
+    smallest ESS (Pyro's estimators), and PSIS k-hat of variational guides
+    (:func:`probgen.diagnostics.psis_khat`).
 
     Args:
         model: a :class:`GenerativeModel` (deep-copied per method), its class or a zero-argument

@@ -51,7 +51,7 @@ class GenerativeModel(PyroModule):
 
     Attributes:
         params_: point estimate of the global latent sites after :func:`probgen.fit` (the EM/MAP
-            optimum, or the posterior mean of a sampling or variational fit).
+            optimum, the guide's median of a variational fit, or the posterior mean of NUTS draws).
     """
 
     obs_site: ClassVar[str] = "obs"

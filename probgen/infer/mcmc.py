@@ -10,6 +10,7 @@ start-up that dominates small problems.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ RHAT_CONVERGED = 1.01
 
 @dataclass(frozen=True)
 class MCMCRun:
-    """Draws ``[chain, draw, ...]`` and per-chain sampler statistics."""
+    """Draws ``[chain, draw, ...]``, the number of divergent transitions, and the mean
+    acceptance probability of the post-warm-up trees, averaged over chains."""
 
     draws: dict[str, Tensor]
     divergences: int
@@ -40,7 +42,11 @@ class MCMCRun:
 
 
 def convergence_diagnostics(draws: dict[str, Tensor]) -> dict[str, float]:
-    """Worst split R-hat and smallest bulk ESS over every scalar of every site.
+    """Worst split R-hat and smallest ESS over every scalar of every site.
+
+    These are Pyro's estimators (split R-hat of Gelman et al. 2013; ESS from the autocorrelation
+    with Geyer's initial monotone sequence), not the rank-normalised bulk/tail versions of
+    Vehtari et al. 2021 that ``az.summary`` reports; the numbers differ slightly.
 
     Scalars that never vary (e.g. the fixed entries of a Cholesky factor) have undefined R-hat and
     ESS and are left out.
@@ -139,7 +145,10 @@ def run_nuts(
         chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         stats = mcmc.diagnostics()
         divergences += sum(len(v) for v in stats.get("divergences", {}).values())
-        accept.extend(float(v) for v in stats.get("acceptance rate", {}).values())
+        # The mean Metropolis acceptance probability of the post-warm-up trees (what NUTS's
+        # step-size adaptation targets, cf. target_accept_prob). Pyro keeps it only on the kernel;
+        # its public "acceptance rate" counts trees that moved, which is near 1 for NUTS.
+        accept.append(float(getattr(kernel, "_mean_accept_prob", math.nan)))
     draws = stack_chains(chains)
     return MCMCRun(draws, divergences, sum(accept) / max(len(accept), 1))
 

@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "global_site_shapes",
     "is_enumerable",
+    "log_joint_terms",
     "log_likelihood",
     "log_prior",
     "max_plate_nesting",
@@ -144,25 +145,57 @@ def _data_dim_sum(total: Tensor, data_dim: int, nesting: int) -> Tensor:
     return total.reshape(-1)
 
 
-def _enum_loglik(model: Any, x: Tensor, theta: Mapping[str, Tensor], nesting: int) -> Tensor:
+def log_joint_terms(
+    model: Any, x: Tensor, values: Mapping[str, Tensor], nesting: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """``log p(x, values)`` split into a global term and one term per datum.
+
+    The model runs with its latent sites fixed to ``values``; every other discrete latent site
+    inside the data plate is summed out exactly (parallel enumeration), so the per-datum term is
+    ``log sum_{z_n} p(x_n, z_n | values)``.
+
+    Returns:
+        ``(global, local)``: the summed log density of the sites outside the data plate (a
+        scalar) and ``[N]`` for the sites inside it.
+
+    Raises:
+        ValueError: a discrete latent outside the data plate is neither in ``values`` nor
+            enumerable per datum (give it a value, e.g. sample it in the guide).
+    """
     plate = _attr(model, "data_plate", "data")
-    program = poutine.condition(_program(model), data=dict(theta))
+    if nesting is None:
+        nesting = max_plate_nesting(prototype_trace(model, x))
+    program = poutine.condition(_program(model), data=dict(values))
     enum = poutine.enum(config_enumerate(program, "parallel"), first_available_dim=-1 - nesting)
     trace = poutine.trace(enum).get_trace(x)
     trace.compute_log_prob()
-    total: Tensor | float = 0.0
+    local: Tensor | float = 0.0
+    global_: Tensor = torch.zeros((), dtype=x.dtype, device=x.device)
     data_dim = -1
-    for site in _nodes(trace).values():
-        if site["type"] == "sample" and _in_plate(site, plate):
-            total = total + site["log_prob"]
+    for name, site in _nodes(trace).items():
+        if site["type"] != "sample":
+            continue
+        if _in_plate(site, plate):
+            local = local + site["log_prob"]
             data_dim = next(int(f.dim) for f in site["cond_indep_stack"] if f.name == plate)
-    assert isinstance(total, Tensor), "the model has no site in its data plate"
+        elif site["log_prob"].dim() > nesting:
+            raise ValueError(
+                f"the discrete latent site {name!r} lies outside the data plate and has no value; "
+                "give it one (sample it in the guide, or pass it in params)"
+            )
+        else:
+            global_ = global_ + site["log_prob"].sum()
+    assert isinstance(local, Tensor), "the model has no site in its data plate"
     # Enumerated dimensions sit left of the plates: marginalise them exactly (mixture-style models
     # whose discrete latents are not inside plates nested below the data plate).
-    enum_dims = list(range(total.dim() - nesting))
+    enum_dims = list(range(local.dim() - nesting))
     if enum_dims:
-        total = total.logsumexp(dim=enum_dims)
-    return _data_dim_sum(total, data_dim, nesting)
+        local = local.logsumexp(dim=enum_dims)
+    return global_, _data_dim_sum(local, data_dim, nesting)
+
+
+def _enum_loglik(model: Any, x: Tensor, theta: Mapping[str, Tensor], nesting: int) -> Tensor:
+    return log_joint_terms(model, x, theta, nesting)[1]
 
 
 def _is_loglik(

@@ -32,7 +32,9 @@ class Fit:
         n_iter: iterations (EM), optimisation steps (SVI) or draws per chain (NUTS).
         converged: EM met ``tol``; SVI's loss plateaued or early stopping fired; NUTS's
             split R-hat of every global site is below 1.01 (Vehtari et al. 2021).
-        params: point estimate of the global sites (EM/MAP optimum; posterior mean otherwise).
+        params: point estimate of the global sites: the EM/MAP optimum; the guide's median for
+            SVI (its mean in the unconstrained space for guides without a median); the
+            posterior mean in the unconstrained space for NUTS.
         draws: posterior draws, each ``[chain, draw, *site_shape]``; ``None`` for point fits.
         model: the fitted model (a :class:`~probgen.GenerativeModel` or a plain Pyro function).
         guide: the variational guide of SVI/MAP fits, else ``None``.
