@@ -110,12 +110,23 @@ def run_nuts(
             ignore_jit_warnings=True,
             init_strategy=init_to_value(values=values) if values else init_to_median,
         )
+        # The mean Metropolis acceptance probability of the post-warm-up trees (what the step-size
+        # adaptation targets, cf. target_accept_prob). Pyro reports it only through the kernel's
+        # running log, reset when the chain ends, so it is read after every draw; its public
+        # "acceptance rate" counts trees that moved, which is near 1 for NUTS.
+        accept_log: list[float] = []
+
+        def record(kernel: Any, params: Any, stage: str, i: int, log: list = accept_log) -> None:
+            if stage == "Sample":
+                log.append(float(kernel.logging()["acc. prob"]))
+
         mcmc = MCMC(
             kernel,
             num_samples=num_samples,
             warmup_steps=warmup_steps,
             num_chains=1,
             disable_progbar=not progress,
+            hook_fn=record,
         )
         try:
             with warnings.catch_warnings():
@@ -145,10 +156,7 @@ def run_nuts(
         chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         stats = mcmc.diagnostics()
         divergences += sum(len(v) for v in stats.get("divergences", {}).values())
-        # The mean Metropolis acceptance probability of the post-warm-up trees (what NUTS's
-        # step-size adaptation targets, cf. target_accept_prob). Pyro keeps it only on the kernel;
-        # its public "acceptance rate" counts trees that moved, which is near 1 for NUTS.
-        accept.append(float(getattr(kernel, "_mean_accept_prob", math.nan)))
+        accept.append(accept_log[-1] if accept_log else math.nan)
     draws = stack_chains(chains)
     return MCMCRun(draws, divergences, sum(accept) / max(len(accept), 1))
 
