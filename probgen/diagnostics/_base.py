@@ -203,11 +203,9 @@ def check_same_event(p: Distribution, q: Distribution) -> None:
         raise ValueError(
             f"p and q have different event shapes: {tuple(p.event_shape)} vs {tuple(q.event_shape)}"
         )
-    if p.support.is_discrete != q.support.is_discrete:
-        kinds = (
-            "discrete" if p.support.is_discrete else "continuous",
-            "discrete" if q.support.is_discrete else "continuous",
-        )
+    discrete = [bool(getattr(d.support, "is_discrete", False)) for d in (p, q)]
+    if discrete[0] != discrete[1]:
+        kinds = ["discrete" if flag else "continuous" for flag in discrete]
         raise ValueError(
             f"p is {kinds[0]} but q is {kinds[1]}: a divergence between them is not defined"
         )
