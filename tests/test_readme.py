@@ -1,7 +1,11 @@
 """README.md stays truthful: its two commands are the ones CI runs, and its example runs."""
 
+import math
 import re
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -25,3 +29,17 @@ def test_readme_python_example_runs(capsys):
     out = capsys.readouterr().out
     assert "em" in out and "svi" in out and "locs" in out
     assert namespace["nuts"].draws["locs"].shape == (2, 100, 2, 2)
+
+
+def test_readme_diagnostics_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (example,) = [b for b in blocks if "probgen.diagnostics" in b]
+    torch.manual_seed(0)
+    exec(compile(example, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "0.443147 nats (analytic)"  # log 2 + (1 + 1) / 8 - 1/2
+    assert lines[1].endswith("bits (monte-carlo, n=20000)")
+    assert lines[2].endswith("nats (knn, n=2000)")
+    # Gaussian mutual information -1/2 log(1 - rho^2) with rho = 0.9.
+    assert float(lines[3].split()[0]) == pytest.approx(-0.5 * math.log(1 - 0.81), rel=1e-5)
+    assert float(lines[4]) < 0.01  # a shift of 0.5 sd in 3-D is detected with 500 permutations

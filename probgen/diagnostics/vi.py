@@ -43,6 +43,7 @@ from probgen.diagnostics._base import Estimate, mc_mean
 from probgen.infer import pointwise
 
 __all__ = [
+    "FLAT_LOG_WEIGHTS",
     "KHAT_BAD",
     "KHAT_GOOD",
     "KHAT_OK",
@@ -62,6 +63,9 @@ KHAT_GOOD = 0.5
 KHAT_OK = 0.7
 #: Above this the importance ratios have infinite mean: the guide misses posterior mass.
 KHAT_BAD = 1.0
+#: Log-weights that all lie within this many nats are equal up to float64 rounding of a sum
+#: of many log densities (relative ratio error 1e-8): the guide is exact.
+FLAT_LOG_WEIGHTS = 1e-8
 
 
 # --------------------------------------------------------------------------- log-weights
@@ -289,7 +293,8 @@ def khat_from_log_weights(log_weights: Tensor) -> float:
     The tail is the largest ``min(0.2 S, 3 sqrt(S))`` ratios, fitted by Zhang & Stephens' (2009)
     estimator with Vehtari et al.'s weak prior towards 0.5: Pyro's ``psis_diagnostic`` and
     ArviZ's ``psislw`` (with ``reff=1``) compute the same number from the same weights.
-    Fewer than 10 tail draws, NaN or ``+inf`` log-weights give ``inf``;
+    Equal weights (an exact guide) give ``-inf``; fewer than 10 tail draws, NaN or ``+inf``
+    log-weights give ``inf``;
     ``-inf`` log-weights (draws where the model has no density) are zero ratios, which is fine.
     """
     lw = log_weights.detach().double().flatten()
@@ -301,6 +306,10 @@ def khat_from_log_weights(log_weights: Tensor) -> float:
     if -cutoff_index > s:
         return math.inf
     cutoff = max(math.log(1e-15), lw[cutoff_index].item())
+    if lw[0] > -FLAT_LOG_WEIGHTS:
+        # Equal weights: the guide is proportional to the posterior, importance sampling is
+        # exact, and the ratios have no tail at all (rounding alone would give a spurious k).
+        return -math.inf
     tail = lw[lw > cutoff]
     if tail.numel() < 10:
         return math.inf

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import arviz as az
@@ -75,6 +76,9 @@ def test_exact_posterior_guide_makes_every_bound_the_evidence(conjugate):
     assert not per_datum and log_w.shape == (50,)
     assert torch.allclose(log_w, log_evidence.expand(50), atol=EXACT_TOL)
     assert abs(float(elbo(conjugate_model, guide, x, 50)) - log_evidence) < EXACT_TOL
+    # Rounding leaves the weights equal only to ~1e-14; the tail is still flat: a perfect guide.
+    assert khat_from_log_weights(log_w) == -math.inf
+    assert psis_khat(conjugate_model, guide, x, 50) == -math.inf
     assert abs(float(iwae_bound(conjugate_model, guide, x, 10, 3)) - log_evidence) < EXACT_TOL
     gap = elbo_gap(conjugate_model, guide, x, log_evidence, num_particles=50)
     assert abs(float(gap)) < EXACT_TOL and gap.estimator == "exact-reference"
@@ -100,7 +104,7 @@ def test_iwae_bound_rises_with_k_towards_the_evidence(conjugate):
     x, m, s, log_evidence = conjugate
     guide = gaussian_guide(m + s, 0.7 * s)
     bounds = [iwae_bound(conjugate_model, guide, x, k, num_replicates=20) for k in (1, 10, 100)]
-    for low, high in zip(bounds, bounds[1:], strict=False):
+    for low, high in itertools.pairwise(bounds):
         se = math.hypot(float(low.stderr), float(high.stderr))
         assert float(low) < float(high) + Z_TOL * se
     assert float(bounds[-1]) < log_evidence + Z_TOL * float(bounds[-1].stderr)
@@ -125,6 +129,8 @@ def test_enumerated_mixture_elbo_matches_pyro_traceenum(faithful):
 
 
 # ----------------------------------------------------------------- amortised (per-datum) guides
+#: Upper bound on the downward bias of the K=500 per-datum IWAE bound of the amortised test.
+IWAE_BIAS_TOL = 0.05
 A, S_Q = 0.4, 0.8  # q(z_n | x_n) = N(A x_n, S_Q^2); the exact posterior is N(x_n / 2, 1/2)
 
 
@@ -156,7 +162,8 @@ def test_amortised_guide_weights_factorise_per_datum():
     # The per-datum IWAE bound closes the gap to the exact marginal log N(x_n; 0, 2).
     exact = dist.Normal(0.0, math.sqrt(2.0)).log_prob(x).sum()
     bound = iwae_bound(local_model, local_guide, x, num_particles=500, num_replicates=4)
-    assert abs(float(bound) - exact) < 0.02
+    # IWAE_K's bias is about sum_n Var(w_n / p(x_n)) / (2K); here < 8 * 2 / 1000 = 0.016 nats.
+    assert -IWAE_BIAS_TOL < float(bound) - exact < Z_TOL * float(bound.stderr)
     assert float(elbo(local_model, local_guide, x, 500)) < float(bound)
     khats = psis_khat(local_model, local_guide, x, 500, per_datum=True)
     assert isinstance(khats, torch.Tensor) and khats.shape == (8,)
@@ -217,7 +224,7 @@ def test_khat_verdicts_and_sample_size_threshold():
     assert khat_threshold(1000) == pytest.approx(1 - 1 / 3)
     assert khat_threshold(100_000) == KHAT_OK
     assert khat_from_log_weights(torch.tensor([0.0, math.inf, 1.0] * 100)) == math.inf
-    assert khat_from_log_weights(torch.zeros(20)) == math.inf  # too few tail draws
+    assert khat_from_log_weights(torch.arange(20.0)) == math.inf  # too few tail draws
 
 
 # ----------------------------------------------------------------- bad input
