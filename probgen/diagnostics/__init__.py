@@ -4,7 +4,9 @@ Three kinds of input, told apart by type: a ``torch.distributions.Distribution``
 is a density (closed forms where they exist, else Monte Carlo with a standard error); a plain
 tensor is probability vectors over its last dimension (exact); :class:`Samples` wraps draws for
 the nonparametric estimators. Every measure returns an :class:`Estimate` (value, standard error,
-estimator, unit), in nats unless ``base=2`` (bits) is asked for.
+estimator, unit), in nats unless ``base=2`` (bits) is asked for. The one exception is
+:func:`psis_khat`: a Pareto shape is read against fixed thresholds, not as an estimate with an
+error bar, so it is a float (a tensor per datum), as in Pyro and ArviZ.
 
 =====================  ================================================================
 divergences            :func:`kl_divergence`, :func:`js_divergence`, :func:`total_variation`,

@@ -6,6 +6,11 @@ Three kinds of input are told apart by type, never by guessing from shapes:
 * a plain :class:`~torch.Tensor` is a batch of probability vectors over its last dimension
   (as in ``scipy.stats.entropy``);
 * :class:`Samples` wraps draws ``[N]`` or ``[N, D]`` for the nonparametric estimators.
+
+Errors follow one rule across the package: an argument of the wrong *type* (or an unsupported
+pair of input kinds) raises ``TypeError``; a value that is wrong for its type (shapes, negative
+probabilities, too few draws, out-of-range options) raises ``ValueError``. Both name the
+argument and say what is allowed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from torch.distributions import Distribution
 __all__ = [
     "EXACT_ESTIMATORS",
     "Estimate",
+    "SampleLike",
     "Samples",
+    "as_draws",
     "as_probs",
     "base_unit",
     "check_same_event",
@@ -131,6 +138,29 @@ class Samples:
         return f"Samples(N={len(self)}, D={self.dim})"
 
 
+SampleLike = Tensor | Samples
+
+
+def as_draws(x: SampleLike, name: str) -> Tensor:
+    """Draws ``[N, D]`` from a Tensor ``[N]``/``[N, D]`` or :class:`Samples`, naming ``name``.
+
+    Raises:
+        TypeError: ``x`` is neither a Tensor nor Samples.
+        ValueError: wrong number of dimensions, no draws, or NaN/inf values.
+    """
+    if isinstance(x, Samples):
+        return x.x
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{name} must be a Tensor of draws [N] or [N, D] or Samples; got {type(x).__name__} "
+            "(convert arrays with torch.as_tensor)"
+        )
+    try:
+        return Samples(x).x
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
 def base_unit(base: float | None) -> str:
     """The unit name for logarithms to ``base`` (``None`` or e: nats; 2: bits)."""
     if base is None or base == math.e:
@@ -220,8 +250,11 @@ def mc_mean(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     s = values.shape[dim]
     mean = values.mean(dim)
     finite = torch.isfinite(values).all(dim)
-    safe = torch.where(torch.isfinite(values), values, torch.zeros((), dtype=values.dtype))
+    safe = torch.where(torch.isfinite(values), values, values.new_zeros(()))
     se = safe.std(dim) / math.sqrt(s)
-    mean = torch.where(finite, mean, values.sum(dim))  # +inf + -inf cannot both occur here
+    # An infinite term makes the mean infinite; +inf wins over -inf (for KL-type means, a draw
+    # where q vanishes makes the divergence infinite whatever else happens).
+    infinite = torch.where((values == math.inf).any(dim), math.inf, -math.inf)
+    mean = torch.where(finite, mean, infinite.to(mean))
     se = torch.where(finite, se, torch.full_like(se, math.inf))
     return mean, se

@@ -4,8 +4,10 @@ Each function takes ``torch.distributions`` (or Pyro) distributions ``p`` and ``
 event shapes, broadcasts their batch shapes, and returns an :class:`Estimate` in nats (``""``
 for total variation and Hellinger) of the broadcast batch shape, in their dtype and device:
 
-* a closed form when one is registered: ``"analytic"`` (or ``"exact"`` for finite sums over the
-  categories of ``Categorical``/``Bernoulli``/``OneHotCategorical``), ``stderr`` zero;
+* a closed form when one is registered: ``"analytic"`` (``"exact"`` for the finite sums over
+  categories that this package computes for JS, TV, Rényi and Hellinger of
+  ``Categorical``/``Bernoulli``/``OneHotCategorical``; torch's registry gives their KL,
+  labelled ``"analytic"``), ``stderr`` zero either way;
 * otherwise a Monte Carlo average over ``num_samples`` draws of ``p`` (reparameterised when
   ``p.has_rsample``, so the estimate is differentiable) with its standard error
   (``"monte-carlo"``), or for total variation and Hellinger of 1-D/2-D densities a grid

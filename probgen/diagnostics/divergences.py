@@ -206,7 +206,8 @@ def kl_divergence(
 
     * Tensors: exact ``sum_k p_k log(p_k / q_k)``; ``inf`` where ``q_k = 0 < p_k``.
     * Distributions: closed form when known, else Monte Carlo over ``num_samples`` draws of
-      ``p`` (unbiased, standard error ``sd / sqrt(num_samples)``).
+      ``p`` (unbiased, standard error ``sd / sqrt(num_samples)``; not clamped, so it can be
+      slightly negative when ``p`` and ``q`` nearly agree).
     * ``(Samples, Samples)``: the k-nearest-neighbour estimator of Wang, Kulkarni & Verdú
       (2009), consistent and asymptotically unbiased; biased at small N and high dimension, and
       may then be negative.
@@ -264,7 +265,8 @@ def js_divergence(
 
     * Tensors: exact sum.
     * Distributions: closed form when known, else Monte Carlo over ``num_samples`` draws of each
-      of ``p`` and ``q`` (unbiased, standard error ``O(1 / sqrt(num_samples))``).
+      of ``p`` and ``q`` (unbiased, standard error ``O(1 / sqrt(num_samples))``; not clamped,
+      so for nearly equal ``p`` and ``q`` the estimate can be slightly negative).
 
     Args:
         p: Tensor of probability vectors or Distribution.
@@ -406,7 +408,7 @@ def renyi_divergence(
     Args:
         p: Tensor of probability vectors or Distribution.
         q: same kind as ``p``.
-        alpha: the order, in ``[0, inf]`` (``math.inf`` allowed).
+        alpha: the order, in ``[0, inf]``; ``math.inf`` (``D_inf``) for Tensor inputs only.
         base: logarithm base of the result (``None``: nats, 2: bits).
         num_samples: Monte Carlo draws when no closed form exists (>= 2).
         normalize: divide Tensor inputs by their sums instead of requiring them to sum to 1.
@@ -415,8 +417,9 @@ def renyi_divergence(
         An :class:`Estimate` in nats (or ``base`` units).
 
     Raises:
-        ValueError: invalid inputs, ``alpha`` negative or NaN, bad ``base``/``num_samples``.
-            TypeError: an unsupported pair of input kinds.
+        ValueError: invalid inputs, ``alpha`` negative or NaN (or infinite for
+            Distributions), bad ``base``/``num_samples``. TypeError: an unsupported pair of
+            input kinds.
 
     References:
         van Erven & Harremoës, *Rényi divergence and Kullback-Leibler divergence*, IEEE Trans.

@@ -13,10 +13,17 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+from torch.distributions import (
+    Distribution,
+    Independent,
+    LowRankMultivariateNormal,
+    MultivariateNormal,
+    Normal,
+)
 
 from probgen.diagnostics import discrete
 from probgen.diagnostics._base import Estimate, Samples, as_probs
+from probgen.diagnostics.grid import masked_log_prob
 from probgen.diagnostics.knn import ksg_mutual_information
 
 __all__ = [
@@ -55,7 +62,7 @@ def _gaussian_mi(p: Distribution, split: int) -> Tensor:
             f"split must be an integer in [1, {dim - 1}] (X = the first split coordinates, "
             f"Y = the rest) for a joint of dimension {dim}; got {split!r}"
         )
-    if isinstance(p, MultivariateNormal):
+    if isinstance(p, (MultivariateNormal, LowRankMultivariateNormal)):
         # det S = det S_yy|x det S_xx and the trailing block of chol(S) is chol(S_yy|x) (the
         # Schur complement), so I = 1/2 log det S_yy - log det L_yy: no ill-conditioned
         # difference of full log-determinants.
@@ -110,14 +117,21 @@ def mutual_information(
         with the distribution's batch shape, or a scalar ``"ksg"`` estimate.
 
     Raises:
-        ValueError: an invalid table, invalid draws, or an unsupported combination of
-            arguments (e.g. a distribution without ``split``, samples without ``y``).
+        TypeError: an unsupported kind of input (a non-Gaussian joint distribution, or a
+            distribution together with ``y``).
+        ValueError: an invalid table, invalid draws, or a missing/misplaced argument (a
+            distribution without ``split``, samples without ``y``).
     """
     if y is not None:
-        if isinstance(p, Distribution) or split is not None or normalize:
+        if isinstance(p, Distribution):
+            raise TypeError(
+                "with y given, p and y must be paired draws (tensors or Samples), not a "
+                "Distribution; for a Gaussian joint use mutual_information(p, split=d)"
+            )
+        if split is not None or normalize:
             raise ValueError(
-                "with y given, p and y must be paired draws (tensors or Samples); split and "
-                "normalize apply to the Gaussian and table forms only"
+                "split and normalize apply to the Gaussian and table forms only, not to paired "
+                "draws (p, y)"
             )
         return ksg_mutual_information(p, y, k=k).to_base(base)
     if isinstance(p, Distribution):
@@ -126,16 +140,16 @@ def mutual_information(
                 "mutual_information of a distribution needs split=d: X is the first d "
                 "coordinates of the joint and Y the rest"
             )
-        gaussian_joint = isinstance(p, MultivariateNormal) or (
+        gaussian_joint = isinstance(p, (MultivariateNormal, LowRankMultivariateNormal)) or (
             isinstance(p, Independent)
             and isinstance(p.base_dist, Normal)
             and len(p.event_shape) == 1
         )
         if not gaussian_joint:
-            raise ValueError(
-                f"mutual_information(p, split=...) is analytic only for a MultivariateNormal "
-                f"or Independent(Normal, 1) joint; got {type(p).__name__}. For other joints, "
-                f"draw paired samples and call mutual_information(x, y)"
+            raise TypeError(
+                f"mutual_information(p, split=...) is analytic only for a (LowRank)"
+                f"MultivariateNormal or Independent(Normal, 1) joint; got {type(p).__name__}. "
+                "For other joints, draw paired samples and call mutual_information(x, y)"
             )
         value = _gaussian_mi(p, split)
         return Estimate(value, torch.zeros_like(value), "analytic").to_base(base)
@@ -195,7 +209,9 @@ def self_information(
     """Self-information (surprisal) ``-log p(x)`` of outcomes ``x``, exact.
 
     * ``p`` a ``Distribution``: ``-p.log_prob(x)`` (a density for continuous ``p``, so it can
-      be negative), with the broadcast shape of ``log_prob``.
+      be negative), with the broadcast shape of ``log_prob``; ``+inf`` for ``x`` outside the
+      support of ``p`` (``log_prob`` is evaluated only inside it, so an unvalidated
+      distribution cannot return a finite value there).
     * ``p`` a tensor ``[..., K]`` of probability vectors and ``x`` integer outcomes in
       ``[0, K)``: ``-log p[..., x]``, batch dims broadcast between ``p.shape[:-1]`` and
       ``x.shape``.
@@ -211,11 +227,11 @@ def self_information(
         A tensor-valued exact ``Estimate``.
 
     Raises:
-        ValueError: invalid probability vectors; non-integer or out-of-range outcomes; a
-            ``log_prob`` that returns NaN (e.g. ``x`` outside the support without validation).
+        ValueError: invalid probability vectors; non-integer or out-of-range outcomes (tensor
+            ``p``); a ``log_prob`` that returns NaN.
     """
     if isinstance(p, Distribution):
-        value = -p.log_prob(torch.as_tensor(x))
+        value = -masked_log_prob(p, torch.as_tensor(x))
         if torch.isnan(value).any():
             raise ValueError("p.log_prob(x) returned NaN; x may lie outside the support of p")
         return _exact(value, base)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from probgen.diagnostics._base import Estimate, Samples
+from probgen.diagnostics._base import Estimate, Samples, as_draws
 
 __all__ = ["BLOCK_BYTES", "knn_entropy", "knn_kl_divergence", "ksg_mutual_information"]
 
@@ -37,18 +37,6 @@ _DUPLICATES_HINT = (
     "kNN estimators assume continuous data; add tiny noise (e.g. x + 1e-10 * x.std() * "
     "torch.randn_like(x)) or dequantise discrete values (add uniform noise of one grid step)"
 )
-
-
-def _draws(x: Samples | Tensor, name: str) -> Tensor:
-    """The ``[N, D]`` floating tensor behind ``x`` (validated by :class:`Samples`)."""
-    if isinstance(x, Samples):
-        return x.x
-    if isinstance(x, Tensor):
-        try:
-            return Samples(x).x
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
-    raise ValueError(f"{name} must be Samples or a tensor of draws [N] or [N, D]; got {type(x)}")
 
 
 def _check_k(k: int) -> None:
@@ -155,7 +143,7 @@ def knn_entropy(x: Samples | Tensor, k: int = 3) -> Estimate:
         k-nearest neighbour distances*, Ann. Statist. 47(1), 2019 (arXiv:1606.00304).
     """
     _check_k(k)
-    x = _draws(x, "x")
+    x = as_draws(x, "x")
     n, d = x.shape
     _check_count(n, k + 1, "x", k)
     eps = _kth_euclidean(x, x, k, exclude_self=True)
@@ -204,7 +192,7 @@ def knn_kl_divergence(x: Samples | Tensor, y: Samples | Tensor, k: int = 1) -> E
         k-nearest-neighbor distances*, IEEE Trans. Inf. Theory 55(5), 2009.
     """
     _check_k(k)
-    x, y = _pair(_draws(x, "x"), _draws(y, "y"))
+    x, y = _pair(as_draws(x, "x"), as_draws(y, "y"))
     (n, d), (m, dy) = x.shape, y.shape
     if d != dy:
         raise ValueError(f"x and y must have the same dimension; got x: {d}, y: {dy}")
@@ -266,7 +254,7 @@ def ksg_mutual_information(x: Samples | Tensor, y: Samples | Tensor, k: int = 3)
         (arXiv:1411.2003).
     """
     _check_k(k)
-    x, y = _pair(_draws(x, "x"), _draws(y, "y"))
+    x, y = _pair(as_draws(x, "x"), as_draws(y, "y"))
     n = x.shape[0]
     if y.shape[0] != n:
         raise ValueError(

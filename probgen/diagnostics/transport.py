@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from torch.distributions import MultivariateNormal
 
-from probgen.diagnostics._base import Estimate, mc_mean
-from probgen.diagnostics.two_sample import SampleLike, generator, sample_pair
+from probgen.diagnostics._base import Estimate, SampleLike, mc_mean
+from probgen.diagnostics.two_sample import generator, sample_pair
 
 __all__ = ["frechet_distance", "wasserstein"]
 

@@ -20,11 +20,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probgen.diagnostics._base import Estimate, Samples
+from probgen.diagnostics._base import Estimate, SampleLike, as_draws
 
 __all__ = ["classifier_two_sample_test", "mmd"]
 
-SampleLike = Tensor | Samples
 Kernel = Callable[[Tensor, Tensor], Tensor]
 Predictor = Callable[[Tensor], Tensor]
 Classifier = Callable[[Tensor, Tensor], Predictor]
@@ -38,20 +37,6 @@ _TIE_RTOL = 100.0
 _L2 = 1e-3
 _HIDDEN = 64
 _LBFGS_ITERS = {"logistic": 100, "mlp": 200}
-
-
-def as_draws(x: SampleLike, name: str) -> Tensor:
-    """Draws ``[N, D]`` from a Tensor ``[N]``/``[N, D]`` or :class:`Samples`, naming ``name``."""
-    if isinstance(x, Samples):
-        return x.x
-    if not isinstance(x, Tensor):
-        raise ValueError(
-            f"{name} must be a Tensor [N] or [N, D] or Samples; got {type(x).__name__}"
-        )
-    try:
-        return Samples(x).x
-    except ValueError as err:
-        raise ValueError(f"{name}: {err}") from None
 
 
 def sample_pair(x: SampleLike, y: SampleLike, min_draws: int = 1) -> tuple[Tensor, Tensor]:

@@ -331,8 +331,8 @@ def psis_khat(
             ``q(z_n | x_n)`` against ``p(z_n | x_n)``; requires per-datum weights.
 
     Returns:
-        k-hat of the joint weights (a float), or ``[N]`` per datum. Read it with
-        :func:`khat_interpretation`.
+        k-hat of the joint weights (a float), or ``[N]`` per datum (in the dtype and on the
+        device of the log-weights). Read it with :func:`khat_interpretation`.
     """
     log_w, factorised = log_importance_weights(model, guide, x, num_draws)
     if not per_datum:
@@ -342,4 +342,5 @@ def psis_khat(
             "per_datum=True needs a guide whose latent sites all lie in the data plate; this "
             "guide samples global sites, so only the joint k-hat is defined"
         )
-    return torch.tensor([khat_from_log_weights(col) for col in log_w.T])
+    khats = [khat_from_log_weights(col) for col in log_w.T]
+    return torch.tensor(khats, dtype=log_w.dtype, device=log_w.device)

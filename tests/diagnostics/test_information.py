@@ -10,7 +10,15 @@ import torch
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import norm
 from sklearn.metrics import mutual_info_score
-from torch.distributions import Categorical, Independent, MultivariateNormal, Normal, Poisson
+from torch.distributions import (
+    Categorical,
+    Exponential,
+    Independent,
+    LowRankMultivariateNormal,
+    MultivariateNormal,
+    Normal,
+    Poisson,
+)
 
 from probgen.diagnostics._base import Samples
 from probgen.diagnostics.information import (
@@ -163,6 +171,19 @@ def test_gaussian_mi_independent_normal_is_zero():
     assert est.shape == (4,) and bool((est.value == 0).all())
 
 
+def test_gaussian_mi_of_a_low_rank_joint_equals_the_dense_one():
+    # Cov = W W^T + D: the same joint as a LowRankMultivariateNormal and a dense one.
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    d = torch.rand(4, generator=gen, dtype=torch.float64) + 0.1
+    low = LowRankMultivariateNormal(torch.zeros(4, dtype=torch.float64), w, d)
+    dense = MultivariateNormal(low.loc, low.covariance_matrix)
+    for split in (1, 2, 3):
+        assert float(mutual_information(low, split=split)) == pytest.approx(
+            float(mutual_information(dense, split=split)), rel=EXACT_RTOL
+        )
+
+
 def test_gaussian_mi_bad_input():
     mvn = MultivariateNormal(torch.zeros(3), torch.eye(3))
     with pytest.raises(ValueError, match="needs split"):
@@ -170,7 +191,7 @@ def test_gaussian_mi_bad_input():
     for bad in (0, 3, 1.5):
         with pytest.raises(ValueError, match=r"split must be an integer in \[1, 2\]"):
             mutual_information(mvn, split=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="analytic only for a MultivariateNormal"):
+    with pytest.raises(TypeError, match=r"analytic only for a \(LowRank\)MultivariateNormal"):
         mutual_information(Poisson(torch.ones(3)), split=1)
 
 
@@ -189,6 +210,8 @@ def test_sample_mi_is_ksg():
         mutual_information(Samples(x))
     with pytest.raises(ValueError, match="paired draws"):
         mutual_information(x, y, split=1)
+    with pytest.raises(TypeError, match="not a Distribution"):
+        mutual_information(MultivariateNormal(torch.zeros(2), torch.eye(2)), y)
 
 
 # --- self-information ------------------------------------------------------------------------
@@ -211,6 +234,17 @@ def test_self_information_distribution():
     x = torch.linspace(-3, 3, 7, dtype=torch.float64)
     est = self_information(Normal(torch.tensor(0.5).double(), 2.0), x)
     torch.testing.assert_close(est.value, torch.from_numpy(-norm(0.5, 2.0).logpdf(x.numpy())))
+
+
+def test_self_information_outside_the_support_is_infinite():
+    # Without validation Exponential.log_prob(-1) is a finite number; the surprisal of an
+    # outcome of density 0 is +inf whatever the distribution's validate_args.
+    for validate in (True, False):
+        rate = torch.tensor(2.0, dtype=torch.float64)
+        x = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+        est = self_information(Exponential(rate, validate_args=validate), x)
+        expected = torch.tensor([math.inf, 2.0 - math.log(2.0)], dtype=torch.float64)
+        torch.testing.assert_close(est.value, expected)
 
 
 def test_self_information_bad_outcomes():

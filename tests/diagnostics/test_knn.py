@@ -213,7 +213,7 @@ def test_duplicates_raise_with_noise_hint():
 
 
 def test_invalid_draws():
-    with pytest.raises(ValueError, match="x must be Samples or a tensor"):
+    with pytest.raises(TypeError, match="x must be a Tensor of draws"):
         knn_entropy([[0.0, 1.0], [1.0, 2.0]])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="x: Samples holds NaN"):
         knn_entropy(torch.tensor([0.0, math.nan, 1.0]), k=1)

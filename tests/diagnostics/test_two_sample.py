@@ -396,7 +396,6 @@ NAN = torch.tensor([[0.0, math.nan], [1.0, 1.0], [2.0, 0.0]], dtype=F64)
         (lambda: mmd(NAN, FIVE), r"x: .*NaN"),
         (lambda: wasserstein(FIVE, NAN), r"y: .*NaN"),
         (lambda: mmd(torch.zeros(2, 2, 2), FIVE), r"x: .*\[N\] or \[N, D\]"),
-        (lambda: mmd([1.0, 2.0], FIVE), r"x must be a Tensor"),
         (lambda: mmd(FIVE, FIVE, kernel="rbf"), r"unknown kernel 'rbf'.*gaussian.*imq"),
         (lambda: mmd(FIVE, FIVE, bandwidth=0.0), r"bandwidth must be a finite number > 0"),
         (lambda: mmd(FIVE, FIVE, bandwidth=-1.0), r"bandwidth must be a finite number > 0"),
@@ -434,3 +433,8 @@ NAN = torch.tensor([[0.0, math.nan], [1.0, 1.0], [2.0, 0.0]], dtype=F64)
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_wrong_input_type_is_a_type_error():
+    with pytest.raises(TypeError, match=r"x must be a Tensor of draws .* or Samples; got list"):
+        mmd([1.0, 2.0], FIVE)

@@ -166,7 +166,7 @@ def test_amortised_guide_weights_factorise_per_datum():
     assert -IWAE_BIAS_TOL < float(bound) - exact < Z_TOL * float(bound.stderr)
     assert float(elbo(local_model, local_guide, x, 500)) < float(bound)
     khats = psis_khat(local_model, local_guide, x, 500, per_datum=True)
-    assert isinstance(khats, torch.Tensor) and khats.shape == (8,)
+    assert isinstance(khats, torch.Tensor) and khats.shape == (8,) and khats.dtype == x.dtype
     assert (khats < KHAT_OK).all()  # a Gaussian guide of a Gaussian posterior, wider tails
 
 
