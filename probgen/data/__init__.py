@@ -16,7 +16,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["BUILTIN", "blobs", "faithful", "load", "load_csv", "moons"]
+from probgen.data.mnist import load_binarized_mnist, load_mnist_idx
+
+__all__ = [
+    "BUILTIN",
+    "blobs",
+    "faithful",
+    "load",
+    "load_binarized_mnist",
+    "load_csv",
+    "load_mnist_idx",
+    "moons",
+]
 
 BUILTIN = ("faithful", "blobs", "moons")
 
