@@ -2,19 +2,23 @@
 
 EM (Dempster, Laird & Rubin 1977) alternates
 
-    E: r_nk = p(z_n = k | x_n, theta_t)
-    M: theta_{t+1} = argmax_theta E_r[log p(x, z | theta)]
+    E: q_t(z_n) = p(z_n | x_n, theta_t)
+    M: theta_{t+1} = argmax_theta E_{q_t}[log p(x, z | theta)]
 
 and never decreases the log-likelihood. The loop is scikit-learn's template (``mixture/_base.py``):
 ``n_init`` restarts, stop when the mean log-likelihood per point changes by less than ``tol``,
 keep the best restart, warn with :class:`ConvergenceWarning` when ``max_iter`` ran out.
 
+The E step's ``expectations`` are whatever posterior statistics the family's M step consumes
+(log-responsibilities ``log r_nk`` for a mixture, posterior moments of ``z`` for PPCA); the loop
+only passes them on.
+
 A family opts in with ``supports_em = True`` and five methods::
 
     em_prepare(x) -> prepared             # data precomputation shared by restarts
     em_init(prepared, generator) -> state
-    em_e_step(prepared, state) -> (log_resp, mean_log_likelihood)
-    em_m_step(prepared, log_resp) -> state
+    em_e_step(prepared, state) -> (expectations, mean_log_likelihood)
+    em_m_step(prepared, expectations) -> state
     em_params(state) -> {site: value}      # the model's global sites
 """
 
@@ -83,8 +87,8 @@ def run_em(
         previous = -math.inf
         n_iter = 0
         for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is read after the loop)
-            log_resp, mean_ll = model.em_e_step(prepared, state)
-            state = model.em_m_step(prepared, log_resp)
+            expectations, mean_ll = model.em_e_step(prepared, state)
+            state = model.em_m_step(prepared, expectations)
             current = float(mean_ll)
             history.append(current)
             bar.update(1)
