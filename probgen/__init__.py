@@ -7,10 +7,12 @@ The public surface::
     probgen.compare           several methods on one model, as a Comparison table and plots
     probgen.to_arviz          any Fit as ArviZ InferenceData
     probgen.data              bundled data sets and loaders
+    probgen.diagnostics       divergences, information measures, ELBO/IWAE/k-hat
+    probgen.evaluate          held-out log-likelihood (exact or importance-sampled), bits/dim
     probgen.families          the family registry (entry-point group "probgen.families")
 """
 
-from probgen import data
+from probgen import data, diagnostics, evaluate
 from probgen.compare import Comparison, compare
 from probgen.core import GenerativeModel, NotFittedError
 from probgen.infer.em import ConvergenceWarning
@@ -41,6 +43,8 @@ __all__ = [
     "PyroProgram",
     "compare",
     "data",
+    "diagnostics",
+    "evaluate",
     "families",
     "fit",
     "get_family",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_data"]
+__all__ = ["check_count", "check_data"]
 
 
 def check_data(
@@ -56,3 +56,14 @@ def check_data(
             "remove or impute them before fitting"
         )
     return x
+
+
+def check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """Returns ``value`` if it is an integer (not a bool) of at least ``minimum``.
+
+    Raises:
+        ValueError: naming ``name``, the minimum and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value

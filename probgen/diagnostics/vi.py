@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,6 +40,7 @@ from torch import Tensor
 
 from probgen.diagnostics._base import Estimate, mc_mean
 from probgen.infer import pointwise
+from probgen.validation import check_count
 
 __all__ = [
     "FLAT_LOG_WEIGHTS",
@@ -69,30 +69,6 @@ FLAT_LOG_WEIGHTS = 1e-8
 
 
 # --------------------------------------------------------------------------- log-weights
-def _program(model: Any) -> Callable[..., Any]:
-    return model.model if callable(getattr(model, "model", None)) else model
-
-
-def _resolve_guide(model: Any, guide: Any) -> Callable[..., Any]:
-    if guide is not None:
-        if not callable(guide):
-            raise TypeError(f"guide must be callable as guide(x); got {type(guide).__name__}")
-        return guide
-    has = getattr(model, "has_guide", None)
-    if callable(has) and has():
-        return model.guide  # type: ignore[no-any-return]
-    raise ValueError(
-        "guide is required: pass the fitted guide (e.g. fit.guide), or use a family that "
-        "writes its own guide"
-    )
-
-
-def _check_count(value: int, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return value
-
-
 def _latent_sites(trace: Trace) -> dict[str, Any]:
     return {
         name: site
@@ -140,8 +116,8 @@ def log_importance_weights(
         ``(log_w, per_datum)``: ``[S, N]`` when every latent site of the guide lies in the data
         plate (``per_datum=True``), else ``[S]``.
     """
-    _check_count(num_draws, "num_draws", 1)
-    guide = _resolve_guide(model, guide)
+    check_count(num_draws, "num_draws", 1)
+    guide = pointwise.resolve_guide(model, guide)
     plate = getattr(model, "data_plate", "data")
     model_nesting = pointwise.max_plate_nesting(pointwise.prototype_trace(model, x))
     weights = []
@@ -180,7 +156,7 @@ def elbo(model: Any, guide: Any, x: Tensor, num_particles: int = 1000) -> Estima
         model, guide, x: as in :func:`log_importance_weights`.
         num_particles: guide draws ``S >= 2``.
     """
-    _check_count(num_particles, "num_particles", 2)
+    check_count(num_particles, "num_particles", 2)
     log_w, per_datum = log_importance_weights(model, guide, x, num_particles)
     total = log_w.sum(-1) if per_datum else log_w
     value, se = mc_mean(total)
@@ -206,8 +182,8 @@ def iwae_bound(
         num_particles: ``K >= 1``.
         num_replicates: ``R >= 2``.
     """
-    _check_count(num_particles, "num_particles", 1)
-    _check_count(num_replicates, "num_replicates", 2)
+    check_count(num_particles, "num_particles", 1)
+    check_count(num_replicates, "num_replicates", 2)
     log_w, per_datum = log_importance_weights(model, guide, x, num_particles * num_replicates)
     log_w = log_w.reshape(num_replicates, num_particles, *log_w.shape[1:])
     bounds = log_w.logsumexp(1) - math.log(num_particles)
@@ -273,7 +249,7 @@ def khat_threshold(num_draws: int) -> float:
     Below it, Pareto-smoothed importance sampling with ``S`` draws has a reliable error
     (Vehtari, Simpson, Gelman, Yao & Gabry 2024, JMLR, arXiv:1507.02646, sec. 3.2.4).
     """
-    _check_count(num_draws, "num_draws", 2)
+    check_count(num_draws, "num_draws", 2)
     return min(1.0 - 1.0 / math.log10(num_draws), KHAT_OK)
 
 

@@ -25,7 +25,9 @@ __all__ = [
     "log_likelihood",
     "log_prior",
     "max_plate_nesting",
+    "program_of",
     "prototype_trace",
+    "resolve_guide",
     "site_supports",
 ]
 
@@ -47,6 +49,31 @@ def _attr(model: Any, name: str, default: str) -> str:
 
 def _program(model: Any) -> Callable[..., Any]:
     return model.model if hasattr(model, "model") and callable(model.model) else model
+
+
+def program_of(model: Any) -> Callable[..., Any]:
+    """The Pyro model function: ``model.model`` for a family, ``model`` for a plain function."""
+    return _program(model)
+
+
+def resolve_guide(model: Any, guide: Any) -> Callable[..., Any]:
+    """``guide`` if given, else the family's own guide.
+
+    Raises:
+        TypeError: ``guide`` is not callable.
+        ValueError: no guide given and the model writes none.
+    """
+    if guide is not None:
+        if not callable(guide):
+            raise TypeError(f"guide must be callable as guide(x); got {type(guide).__name__}")
+        return guide  # type: ignore[no-any-return]
+    has = getattr(model, "has_guide", None)
+    if callable(has) and has():
+        return model.guide  # type: ignore[no-any-return]
+    raise ValueError(
+        "guide is required: pass the fitted guide (e.g. fit.guide) as guide=..., or use a family "
+        "that writes its own guide"
+    )
 
 
 def prototype_trace(model: Any, x: Tensor | None) -> Trace:
@@ -145,6 +172,20 @@ def _data_dim_sum(total: Tensor, data_dim: int, nesting: int) -> Tensor:
     return total.reshape(-1)
 
 
+def _per_datum(site: Any, plate: str, nesting: int) -> tuple[Tensor, int]:
+    """A data-plate site's log density with its other plate dimensions summed (kept as size 1),
+    and the data plate's dimension.
+
+    Each site is reduced on its own: a per-datum site broadcast against a nested plate (say
+    ``z_n`` next to ``x_nf``) would otherwise be counted once per element of that plate.
+    """
+    data_dim = next(int(f.dim) for f in site["cond_indep_stack"] if f.name == plate)
+    lp = site["log_prob"]
+    lp = lp.reshape((1,) * (nesting - lp.dim()) + lp.shape) if lp.dim() < nesting else lp
+    other = [d for d in range(-nesting, 0) if d != data_dim and lp.shape[d] > 1]
+    return (lp.sum(dim=other, keepdim=True) if other else lp), data_dim
+
+
 def log_joint_terms(
     model: Any, x: Tensor, values: Mapping[str, Tensor], nesting: int | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -176,8 +217,8 @@ def log_joint_terms(
         if site["type"] != "sample":
             continue
         if _in_plate(site, plate):
-            local = local + site["log_prob"]
-            data_dim = next(int(f.dim) for f in site["cond_indep_stack"] if f.name == plate)
+            term, data_dim = _per_datum(site, plate, nesting)
+            local = local + term
         elif site["log_prob"].dim() > nesting:
             raise ValueError(
                 f"the discrete latent site {name!r} lies outside the data plate and has no value; "
@@ -216,8 +257,8 @@ def _is_loglik(
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for site in _nodes(trace).values():
             if site["type"] == "sample" and _in_plate(site, plate):
-                log_w = log_w + sign * site["log_prob"]
-                data_dim = next(int(f.dim) for f in site["cond_indep_stack"] if f.name == plate)
+                term, data_dim = _per_datum(site, plate, nesting)
+                log_w = log_w + sign * term
     assert isinstance(log_w, Tensor)
     log_w = log_w.expand((particles, *log_w.shape[1:])) if log_w.dim() == nesting + 1 else log_w
     per_point = torch.stack([_data_dim_sum(w, data_dim, nesting) for w in log_w])
