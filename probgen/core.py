@@ -52,6 +52,7 @@ class GenerativeModel(PyroModule):
     Attributes:
         params_: point estimate of the global latent sites after :func:`probgen.fit` (the EM/MAP
             optimum, the guide's median of a variational fit, or the posterior mean of NUTS draws).
+            It is saved by ``state_dict()`` and follows ``.to(device/dtype)`` like a buffer.
     """
 
     obs_site: ClassVar[str] = "obs"
@@ -148,6 +149,34 @@ class GenerativeModel(PyroModule):
         value = trace.nodes[self.obs_site]["value"]
         assert isinstance(value, Tensor), f"the model did not generate site {self.obs_site!r}"
         return value
+
+    # ----------------------------------------------------------------- persistence and moves
+    def get_extra_state(self) -> dict[str, Any]:
+        """Puts ``params_`` in ``state_dict()`` (under ``_extra_state``).
+
+        The point estimate is fitted state like a buffer, but a dict keyed by Pyro site names
+        (which may contain dots, forbidden in buffer names). A dict of tensors (or None) keeps
+        the checkpoint loadable with ``torch.load(path, weights_only=True)``.
+        """
+        return {"params_": None if self.params_ is None else dict(self.params_)}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restores ``params_`` from :meth:`get_extra_state`'s dict (``load_state_dict``)."""
+        if not isinstance(state, Mapping) or "params_" not in state:
+            raise ValueError(
+                f"extra state of {type(self).__name__} must be a dict with key 'params_', "
+                f"got {type(state).__name__}"
+            )
+        params = state["params_"]
+        self.params_ = None if params is None else dict(params)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GenerativeModel:
+        # ``.to(device/dtype)``, ``.double()``, ``.cuda()`` all funnel through ``_apply``: moving
+        # ``params_`` here keeps the point estimate on the module's device and dtype.
+        super()._apply(fn, recurse)
+        if self.params_ is not None:
+            self.params_ = {k: fn(v) for k, v in self.params_.items()}
+        return self
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
