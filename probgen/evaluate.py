@@ -112,12 +112,8 @@ def _per_datum(
                 "grow dimensions on the left: the site does not broadcast over the particle "
                 "plate (index with `...`, avoid hard-coded shapes)"
             )
-        # Reduce each site on its own: a site that broadcasts along a nested plate (a
-        # per-datum z under a per-feature likelihood) must be counted once, not per feature.
+        lp, _ = pointwise.per_datum_log_prob(site, plate, nesting)
         lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)
-        other = [d for d in range(-nesting, 0) if d != data_dim]
-        if other:
-            lp = lp.sum(dim=other, keepdim=True)
         total = lp if total is None else total + lp
     if total is None:
         if role == "guide":  # e.g. only discrete locals, all summed out in the model: q = 1

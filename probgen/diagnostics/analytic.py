@@ -48,6 +48,7 @@ from probgen.diagnostics.grid import (
     grid_total_variation,
     masked_log_prob,
 )
+from probgen.validation import check_count
 
 __all__ = [
     "cross_entropy",
@@ -77,7 +78,7 @@ def kl(p: Distribution, q: Distribution, num_samples: int) -> Estimate:
         ValueError: if ``p`` and ``q`` live on different spaces, or ``num_samples < 2``.
     """
     check_same_event(p, q)
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     p, q = _broadcast(p, q)
     try:
         return _exact(kl_divergence(p, q), "analytic", p)
@@ -116,7 +117,7 @@ def renyi(p: Distribution, q: Distribution, alpha: float, num_samples: int) -> E
         for commonly used univariate continuous distributions", Information Sciences 2013.
     """
     check_same_event(p, q)
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     if not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha must be a finite order >= 0; got {alpha}")
     if alpha == 1:
@@ -152,7 +153,7 @@ def js(p: Distribution, q: Distribution, num_samples: int) -> Estimate:
         Lin, "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 1991.
     """
     check_same_event(p, q)
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     p, q = _broadcast(p, q)
     try:
         return _exact(*JENSEN_SHANNON(p, q), p)
@@ -193,7 +194,7 @@ def total_variation(
         Gaussians", arXiv:1810.08693 (the 1-D case is elementary and computed exactly here).
     """
     check_same_event(p, q)
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     p, q = _broadcast(p, q)
     try:
         return _exact(*TOTAL_VARIATION(p, q), p, unit="")
@@ -225,7 +226,7 @@ def hellinger(
         by their probability distributions", Bull. Calcutta Math. Soc. 1943.
     """
     check_same_event(p, q)
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     p, q = _broadcast(p, q)
     try:
         d_half, estimator = RENYI(p, q, 0.5)
@@ -250,7 +251,7 @@ def entropy(p: Distribution, num_samples: int) -> Estimate:
     Carlo mean of ``-log p(x)`` over ``num_samples`` draws: unbiased, standard error
     ``sd / sqrt(n)``.
     """
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     try:
         return _exact(p.entropy(), "analytic", p)
     except NotImplementedError:
@@ -267,7 +268,7 @@ def cross_entropy(p: Distribution, q: Distribution, num_samples: int) -> Estimat
     ``sd / sqrt(n)``; ``inf`` once a draw falls outside ``q``'s support).
     """
     check_same_event(p, q)
-    _check_num_samples(num_samples)
+    check_count(num_samples, "num_samples", 2)
     p, q = _broadcast(p, q)
     try:
         return _exact(p.entropy() + kl_divergence(p, q), "analytic", p)
@@ -278,11 +279,6 @@ def cross_entropy(p: Distribution, q: Distribution, num_samples: int) -> Estimat
 
 
 # ---------------------------------------------------------------- shared machinery
-
-
-def _check_num_samples(num_samples: int) -> None:
-    if int(num_samples) != num_samples or num_samples < 2:
-        raise ValueError(f"num_samples must be an integer >= 2; got {num_samples}")
 
 
 def _exact(value: Tensor, estimator: str, p: Distribution, unit: str = "nats") -> Estimate:

@@ -42,6 +42,7 @@ from torch.distributions import Distribution
 from probgen.diagnostics import analytic, discrete, knn
 from probgen.diagnostics._base import Estimate, Samples, as_probs, mc_mean
 from probgen.diagnostics.grid import masked_log_prob
+from probgen.validation import check_count
 
 __all__ = [
     "cross_entropy",
@@ -110,14 +111,9 @@ def _check_options(
             f"base must be None (nats) or a finite number > 1 (2 for bits); got {base}"
         )
     for name, value, minimum in (("num_samples", num_samples, 2), ("k", k, 1)):
-        _check_int(value, name, minimum)
+        check_count(value, name, minimum)
     if grid_points is not None:
-        _check_int(grid_points, "grid_points", 2)
-
-
-def _check_int(value: int, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        check_count(grid_points, "grid_points", 2)
 
 
 def _check_alpha(alpha: float) -> float:

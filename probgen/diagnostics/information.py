@@ -25,6 +25,7 @@ from probgen.diagnostics import discrete
 from probgen.diagnostics._base import Estimate, Samples, as_probs
 from probgen.diagnostics.grid import masked_log_prob
 from probgen.diagnostics.knn import ksg_mutual_information
+from probgen.validation import check_count
 
 __all__ = [
     "conditional_entropy",
@@ -308,8 +309,7 @@ def latent_mutual_information(
         He, Spokoyny, Neubig & Berg-Kirkpatrick, *Lagging inference networks and posterior
         collapse in variational autoencoders*, ICLR 2019 (arXiv:1901.05534).
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}")
+    check_count(num_samples, "num_samples", 1)
     with torch.no_grad():
         if isinstance(encoder, Distribution):
             q = encoder

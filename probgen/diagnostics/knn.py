@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from probgen.diagnostics._base import Estimate, Samples, as_draws
+from probgen.validation import check_count
 
 __all__ = ["BLOCK_BYTES", "knn_entropy", "knn_kl_divergence", "ksg_mutual_information"]
 
@@ -37,11 +38,6 @@ _DUPLICATES_HINT = (
     "kNN estimators assume continuous data; add tiny noise (e.g. x + 1e-10 * x.std() * "
     "torch.randn_like(x)) or dequantise discrete values (add uniform noise of one grid step)"
 )
-
-
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1 (the neighbour order); got {k!r}")
 
 
 def _check_count(n: int, needed: int, name: str, k: int) -> None:
@@ -142,7 +138,7 @@ def knn_entropy(x: Samples | Tensor, k: int = 3) -> Estimate:
         Berrett, Samworth & Yuan, *Efficient multivariate entropy estimation via
         k-nearest neighbour distances*, Ann. Statist. 47(1), 2019 (arXiv:1606.00304).
     """
-    _check_k(k)
+    check_count(k, "k", 1)
     x = as_draws(x, "x")
     n, d = x.shape
     _check_count(n, k + 1, "x", k)
@@ -191,7 +187,7 @@ def knn_kl_divergence(x: Samples | Tensor, y: Samples | Tensor, k: int = 1) -> E
         Wang, Kulkarni & Verdú, *Divergence estimation for multidimensional densities via
         k-nearest-neighbor distances*, IEEE Trans. Inf. Theory 55(5), 2009.
     """
-    _check_k(k)
+    check_count(k, "k", 1)
     x, y = _pair(as_draws(x, "x"), as_draws(y, "y"))
     (n, d), (m, dy) = x.shape, y.shape
     if d != dy:
@@ -253,7 +249,7 @@ def ksg_mutual_information(x: Samples | Tensor, y: Samples | Tensor, k: int = 3)
         of mutual information for strongly dependent variables*, AISTATS 2015
         (arXiv:1411.2003).
     """
-    _check_k(k)
+    check_count(k, "k", 1)
     x, y = _pair(as_draws(x, "x"), as_draws(y, "y"))
     n = x.shape[0]
     if y.shape[0] != n:

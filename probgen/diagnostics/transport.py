@@ -17,6 +17,7 @@ from torch.distributions import MultivariateNormal
 
 from probgen.diagnostics._base import Estimate, SampleLike, mc_mean
 from probgen.diagnostics.two_sample import generator, sample_pair
+from probgen.validation import check_count
 
 __all__ = ["frechet_distance", "wasserstein"]
 
@@ -91,8 +92,7 @@ def wasserstein(
     xs, ys = sample_pair(x, y)
     if not (isinstance(p, (int, float)) and 1 <= p < float("inf")):
         raise ValueError(f"p must be a finite number >= 1; got {p!r}")
-    if not isinstance(num_projections, int) or num_projections < 2:
-        raise ValueError(f"num_projections must be an integer >= 2; got {num_projections!r}")
+    check_count(num_projections, "num_projections", 2)
     size = len(xs) + len(ys)
     if xs.shape[1] == 1:
         value = _wasserstein_pow_1d(xs.T, ys.T, p)[0] ** (1 / p)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from probgen.diagnostics._base import Estimate, SampleLike, as_draws
+from probgen.validation import check_count
 
 __all__ = ["classifier_two_sample_test", "mmd"]
 
@@ -227,8 +228,7 @@ def mmd(
             raise ValueError("bandwidth applies to the named kernels only; got a callable kernel")
         if not (math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a finite number > 0 (or None); got {bandwidth}")
-    if not isinstance(permutations, int) or permutations < 0:
-        raise ValueError(f"permutations must be an integer >= 0; got {permutations!r}")
+    check_count(permutations, "permutations", 0)
     m, z = len(xs), torch.cat([xs, ys])
     if callable(kernel):
         k = kernel(z, z)

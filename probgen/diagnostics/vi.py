@@ -83,13 +83,8 @@ def _guide_terms(trace: Trace, plate: str, nesting: int, n: int) -> tuple[Tensor
     global_ = torch.zeros(())
     local = torch.zeros(n)
     for site in _latent_sites(trace).values():
-        frames = [f for f in site["cond_indep_stack"] if f.name == plate]
-        if frames:
-            lp = site["log_prob"]
-            lp = lp.reshape((1,) * (nesting - lp.dim()) + lp.shape) if lp.dim() < nesting else lp
-            dim = int(frames[0].dim)
-            other = [d for d in range(-lp.dim(), 0) if d != dim]
-            term = lp.sum(dim=other) if other else lp
+        if any(f.name == plate for f in site["cond_indep_stack"]):
+            term, _ = pointwise.per_datum_log_prob(site, plate, nesting)
             local = local.to(term) + term.reshape(-1)
         else:
             global_ = global_.to(site["log_prob"]) + site["log_prob"].sum()

@@ -25,6 +25,7 @@ __all__ = [
     "log_likelihood",
     "log_prior",
     "max_plate_nesting",
+    "per_datum_log_prob",
     "program_of",
     "prototype_trace",
     "resolve_guide",
@@ -172,7 +173,7 @@ def _data_dim_sum(total: Tensor, data_dim: int, nesting: int) -> Tensor:
     return total.reshape(-1)
 
 
-def _per_datum(site: Any, plate: str, nesting: int) -> tuple[Tensor, int]:
+def per_datum_log_prob(site: Any, plate: str, nesting: int) -> tuple[Tensor, int]:
     """A data-plate site's log density with its other plate dimensions summed (kept as size 1),
     and the data plate's dimension.
 
@@ -217,7 +218,7 @@ def log_joint_terms(
         if site["type"] != "sample":
             continue
         if _in_plate(site, plate):
-            term, data_dim = _per_datum(site, plate, nesting)
+            term, data_dim = per_datum_log_prob(site, plate, nesting)
             local = local + term
         elif site["log_prob"].dim() > nesting:
             raise ValueError(
@@ -257,7 +258,7 @@ def _is_loglik(
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for site in _nodes(trace).values():
             if site["type"] == "sample" and _in_plate(site, plate):
-                term, data_dim = _per_datum(site, plate, nesting)
+                term, data_dim = per_datum_log_prob(site, plate, nesting)
                 log_w = log_w + sign * term
     assert isinstance(log_w, Tensor)
     log_w = log_w.expand((particles, *log_w.shape[1:])) if log_w.dim() == nesting + 1 else log_w
