@@ -106,7 +106,7 @@ class GaussianMixture(GenerativeModel):
         return {"n_components": self.n_components, "covariance_type": self.covariance_type}
 
     # ------------------------------------------------------------------ the Pyro program
-    def setup(self, x: Tensor) -> None:
+    def setup(self, x: Tensor, **context: Tensor) -> None:
         """Checks the data and sets the data-scaled prior (``m_0``, ``s_0``) from it."""
         x = check_data(x, "data", ndim=2)
         if x.shape[0] < self.n_components:

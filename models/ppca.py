@@ -71,6 +71,8 @@ class PPCA(GenerativeModel):
     supports_em = True
     exact_log_likelihood = True
     obs_site = OBS
+    #: The per-datum latent's site name (the :class:`probgen.latent.LatentModel` protocol).
+    latent_site = LATENT
 
     def __init__(self, n_components: int = 2, noise: str = "isotropic", *, init: str = "pca"):
         super().__init__()
@@ -94,7 +96,7 @@ class PPCA(GenerativeModel):
     def _check_data(self, x: Tensor, name: str, dim: int | None = None) -> Tensor:
         return check_data(x, name, ndim=2, dim=dim)
 
-    def setup(self, x: Tensor) -> None:
+    def setup(self, x: Tensor, **context: Tensor) -> None:
         """Checks the data, sets the prior-simulation scale and (re)starts the guide.
 
         The guide's point estimates start from :meth:`init_values`, drawn with Pyro's global
@@ -203,6 +205,23 @@ class PPCA(GenerativeModel):
         x = self._check_data(x, "x", dim=self._check_setup())
         mean, tril = ppca_em.posterior(x.to(self._params().loc), self._params())
         return dist.MultivariateNormal(mean, scale_tril=tril.expand(mean.shape + mean.shape[-1:]))
+
+    @property
+    def latent_dim(self) -> int:
+        """``q``, the size of ``z`` (the :class:`probgen.latent.LatentModel` protocol)."""
+        return self.n_components
+
+    def latent_prior(self) -> dist.Independent:
+        """``p(z) = N(0, I_q)``, event ``[q]``, on the fitted parameters' device and dtype."""
+        zeros = self._params().loc.new_zeros(self.n_components)
+        return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def likelihood(self, z: Tensor) -> dist.Independent:
+        """``p(x_n | z_n) = N(W z_n + mu, Psi)`` under the point estimate: batch ``[N]``, event
+        ``[D]``; its ``.mean`` decodes ``z`` ``[N, q]``."""
+        w, loc, noise = self._params()
+        z = check_data(z, "z", ndim=2, dim=self.n_components).to(loc)
+        return dist.Normal(z @ w.mT + loc, noise.sqrt().expand(z.shape[0], -1)).to_event(1)
 
     def fit_closed_form(self, x: Tensor) -> dict[str, Tensor]:
         """Sets ``params_`` to the maximum-likelihood PPCA solution and returns it.

@@ -9,10 +9,12 @@ The public surface::
     probgen.data              bundled data sets and loaders
     probgen.diagnostics       divergences, information measures, ELBO/IWAE/k-hat
     probgen.evaluate          held-out log-likelihood (exact or importance-sampled), bits/dim
+    probgen.latent            encode/decode, interpolation, traversals, active units, KL split
+    probgen.nn                MLP and conv building blocks shared by the families
     probgen.families          the family registry (entry-point group "probgen.families")
 """
 
-from probgen import data, diagnostics, evaluate
+from probgen import data, diagnostics, evaluate, latent, nn
 from probgen.compare import Comparison, compare
 from probgen.core import GenerativeModel, NotFittedError
 from probgen.infer.em import ConvergenceWarning
@@ -48,6 +50,8 @@ __all__ = [
     "families",
     "fit",
     "get_family",
+    "latent",
+    "nn",
     "to_arviz",
 ]
 __version__ = "0.1.0"

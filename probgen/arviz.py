@@ -15,15 +15,20 @@ Written against ArviZ 0.x (``arviz>=0.20,<1``); ArviZ 1.x support is a change to
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-import arviz as az
 import numpy as np
 import torch
 from torch import Tensor
 
 from probgen.infer.result import Fit
 from probgen.validation import check_data
+
+with warnings.catch_warnings():
+    # ArviZ >= 0.23 announces its 1.x refactor once a day on import; we pin arviz<1.
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
+    import arviz as az
 
 __all__ = ["to_arviz"]
 

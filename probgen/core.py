@@ -63,6 +63,9 @@ class GenerativeModel(PyroModule):
     can_generate: bool = True
     #: Particles of the importance-sampled log-likelihood used when no closed form exists.
     num_is_particles: ClassVar[int] = 1000
+    #: Guide draws ``fit(method="svi")`` keeps by default (families with many global sites,
+    #: e.g. Bayesian network weights, lower it to bound memory).
+    default_num_draws: ClassVar[int] = 1000
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,8 +92,11 @@ class GenerativeModel(PyroModule):
         """Whether the family writes its own guide (otherwise engines build an autoguide)."""
         return type(self).guide is not GenerativeModel.guide
 
-    def setup(self, x: Tensor) -> None:
+    def setup(self, x: Tensor, **context: Tensor) -> None:
         """Sets data-dependent hyperparameters once, from the full training data.
+
+        ``context`` holds the per-datum conditioning inputs given to :func:`probgen.fit` (e.g.
+        a conditional VAE's labels), for families that check or use them.
 
         Called by :func:`probgen.fit` before any inference. Doing it here rather than inside
         :meth:`model` keeps the prior fixed when the engines feed minibatches.

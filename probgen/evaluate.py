@@ -49,6 +49,25 @@ def _check_x(model: Any, x: Any) -> Tensor:
     return x
 
 
+def _check_context(context: Any, x: Tensor) -> dict[str, Tensor]:
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise TypeError(
+            f"context must be a mapping keyword -> tensor, got {type(context).__name__}"
+        )
+    out = {}
+    for key, value in context.items():
+        tensor = torch.as_tensor(value, device=x.device)
+        if tensor.dim() < 1 or tensor.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"context[{key!r}] must have one row per datum ({x.shape[0]}), got shape "
+                f"{tuple(tensor.shape)}"
+            )
+        out[str(key)] = tensor
+    return out
+
+
 # --------------------------------------------------------------------------- log-weights
 def _in_plate(site: Mapping[str, Any], plate: str) -> int | None:
     """The dim of ``plate`` in the site's plate stack, or None when the site is outside it."""
@@ -64,10 +83,10 @@ def _is_point_mass(fn: Any) -> bool:
     return isinstance(fn, dist.Delta)
 
 
-def _run(fn: Callable[..., Any], x: Tensor, role: str) -> Trace:
+def _run(fn: Callable[..., Any], x: Tensor, role: str, context: Mapping[str, Tensor]) -> Trace:
     handler = poutine.trace(fn)
     try:
-        return handler.get_trace(x)
+        return handler.get_trace(x, **context)
     except (RuntimeError, ValueError) as err:
         sites = [n for n, s in handler.msngr.trace.nodes.items() if s["type"] == "sample"]
         where = f"after site {sites[-1]!r}" if sites else "before its first sample site"
@@ -131,19 +150,20 @@ def _log_weights(
     params: Mapping[str, Tensor],
     particles: int,
     nesting: int,
+    context: Mapping[str, Tensor],
 ) -> Tensor:
     """``log p(x_n, z_k) - log q(z_k | x_n)``, ``[K, n]``, for one chunk of particles."""
     plate = getattr(model, "data_plate", "data")
     n = x.shape[0]
     with pyro.plate(PARTICLE_PLATE, particles, dim=-nesting - 1):
-        guide_trace = _run(poutine.condition(guide, data=dict(params)), x, "guide")
+        guide_trace = _run(poutine.condition(guide, data=dict(params)), x, "guide", context)
         program = poutine.condition(pointwise.program_of(model), data=dict(params))
         replayed = poutine.replay(program, trace=guide_trace)
         # Discrete model latents the guide does not sample are summed out exactly.
         enum = poutine.enum(
             config_enumerate(replayed, "parallel"), first_available_dim=-nesting - 2
         )
-        model_trace = _run(enum, x, "model")
+        model_trace = _run(enum, x, "model", context)
     enum_dims: set[int] = set()
     for site in model_trace.nodes.values():
         infer: Mapping[str, Any] = site.get("infer") or {}
@@ -174,6 +194,7 @@ def _importance_pointwise(
     num_particles: int,
     batch_size: int | None,
     max_elements: int,
+    context: Mapping[str, Tensor],
 ) -> Tensor:
     params = getattr(model, "params_", None) or {}
     row = max(1, x[0].numel())
@@ -182,22 +203,24 @@ def _importance_pointwise(
     with torch.no_grad(), warnings.catch_warnings():
         # Pyro notes guide sites the model lacks (e.g. conditioned globals): harmless here.
         warnings.simplefilter("ignore", UserWarning)
-        probe = x[: min(batch_size, x.shape[0])]
+        rows = min(batch_size, x.shape[0])
+        probe, probe_context = x[:rows], {k: v[:rows] for k, v in context.items()}
         nesting = max(
-            pointwise.max_plate_nesting(pointwise.prototype_trace(model, probe)),
+            pointwise.max_plate_nesting(pointwise.prototype_trace(model, probe, probe_context)),
             pointwise.max_plate_nesting(
                 poutine.trace(poutine.block(poutine.condition(guide, data=dict(params)))).get_trace(
-                    probe
+                    probe, **probe_context
                 )
             ),
         )
         out = []
         for start, n in _chunks(x.shape[0], batch_size):
             xb = x[start : start + n]
+            cb = {k: v[start : start + n] for k, v in context.items()}
             k_chunk = max(1, min(num_particles, max_elements // (n * row)))
             acc = torch.full((n,), -math.inf, dtype=x.dtype, device=x.device)
             for _, k in _chunks(num_particles, k_chunk):
-                log_w = _log_weights(model, guide, xb, params, k, nesting).to(acc)
+                log_w = _log_weights(model, guide, xb, params, k, nesting, cb).to(acc)
                 acc = torch.logaddexp(acc, log_w.logsumexp(0))
             out.append(acc - math.log(num_particles))
     return torch.cat(out)
@@ -213,6 +236,7 @@ def log_likelihood_pointwise(
     batch_size: int | None = None,
     max_elements: int = 2**24,
     force_importance: bool = False,
+    context: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Per-datum ``log p(x_n)`` in nats, ``[N]``: exact when the family has a closed form.
 
@@ -243,6 +267,8 @@ def log_likelihood_pointwise(
         batch_size: rows per data batch (default: as many as ``max_elements`` allows).
         max_elements: bound on ``particles * rows * D`` per vectorised pass.
         force_importance: importance-sample even when an exact likelihood exists.
+        context: per-datum keyword arguments of model and guide (e.g. a conditional VAE's
+            labels ``{"y": y}``), ``N`` rows each, batched with ``x``.
 
     Raises:
         ValueError: ``K``, ``batch_size`` or ``max_elements`` < 1; ``x`` not ``[N, ...]`` or of
@@ -254,10 +280,13 @@ def log_likelihood_pointwise(
         check_count(batch_size, "batch_size")
     check_count(max_elements, "max_elements")
     x = _check_x(model, x)
+    ctx = _check_context(context, x)
     if getattr(model, "exact_log_likelihood", False) and not force_importance:
+        if ctx:
+            raise ValueError(f"{type(model).__name__} has an exact log-likelihood and no context")
         return model.log_prob(x).to(x)  # type: ignore[no-any-return]
     resolved = pointwise.resolve_guide(model, guide)
-    return _importance_pointwise(model, x, resolved, num_particles, batch_size, max_elements)
+    return _importance_pointwise(model, x, resolved, num_particles, batch_size, max_elements, ctx)
 
 
 def log_likelihood(
@@ -269,6 +298,7 @@ def log_likelihood(
     batch_size: int | None = None,
     max_elements: int = 2**24,
     force_importance: bool = False,
+    context: Mapping[str, Any] | None = None,
 ) -> Estimate:
     """Average held-out log-likelihood ``(1/N) sum_n log p(x_n)`` in nats per datum.
 
@@ -286,6 +316,7 @@ def log_likelihood(
         batch_size=batch_size,
         max_elements=max_elements,
         force_importance=force_importance,
+        context=context,
     )
     exact = getattr(model, "exact_log_likelihood", False) and not force_importance
     if values.numel() >= 2:

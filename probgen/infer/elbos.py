@@ -3,13 +3,18 @@
 Objectives (all estimate the evidence lower bound ``E_q[log p(x, z) - log q(z)]`` or a bound
 tighter than it):
 
+* ``elbo``: the Monte Carlo ELBO for reparameterised guides in one lean pass (probgen's own,
+  :class:`probgen.infer.objectives.ELBO`; hands non-reparameterised guides to ``trace``). The
+  default for models without discrete latent sites.
 * ``trace``: Monte Carlo ELBO with the score-function/reparameterised surrogate (Pyro's
   ``Trace_ELBO``; Ranganath et al. 2014, arXiv:1401.0118).
 * ``meanfield``: analytic KL terms where the guide is mean-field (``TraceMeanField_ELBO``).
 * ``enum``: discrete latents summed out exactly by parallel enumeration (``TraceEnum_ELBO``;
   Obermeyer et al. 2019, arXiv:1902.03210). Chosen automatically when the model has them.
-* ``iwae`` / ``renyi``: Renyi alpha-bound with ``alpha=0`` (IWAE, Burda et al. 2016,
-  arXiv:1509.00519) or any ``alpha`` (Li & Turner 2016, arXiv:1602.02311), K particles.
+* ``iwae``: the importance-weighted bound of Burda et al. (2016, arXiv:1509.00519) with K
+  particles, *per datum* (:class:`probgen.infer.objectives.IWAE`).
+* ``renyi``: Pyro's Renyi alpha-bound (Li & Turner 2016, arXiv:1602.02311), ``alpha=0.5`` by
+  default; note that Pyro takes it over the whole minibatch jointly, not per datum.
 * ``graph``: ``TraceGraph_ELBO``, Rao-Blackwellised score-function gradients for
   non-reparameterisable guides (Schulman et al. 2015, arXiv:1506.05254).
 """
@@ -21,6 +26,8 @@ from typing import Any
 
 from pyro import infer
 from pyro.infer import autoguide
+
+from probgen.infer import objectives
 
 __all__ = ["GUIDES", "OBJECTIVES", "make_guide", "make_objective"]
 
@@ -38,11 +45,15 @@ def _renyi(alpha: float) -> Callable[..., infer.ELBO]:
     return build
 
 
-OBJECTIVES: dict[str, Callable[..., infer.ELBO]] = {
+#: Objectives that take a ``data_plate`` argument (probgen's per-datum ones).
+PER_DATUM = frozenset({"elbo", "iwae"})
+
+OBJECTIVES: dict[str, Callable[..., Any]] = {
+    "elbo": objectives.ELBO,
+    "iwae": objectives.IWAE,
     "trace": infer.Trace_ELBO,
     "meanfield": infer.TraceMeanField_ELBO,
     "enum": infer.TraceEnum_ELBO,
-    "iwae": _renyi(0.0),
     "renyi": _renyi(0.5),
     "graph": infer.TraceGraph_ELBO,
 }
@@ -61,9 +72,13 @@ def _unknown(kind: str, name: object, allowed: dict[str, Any]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(allowed))}")
 
 
-def make_objective(objective: str | infer.ELBO, **options: Any) -> infer.ELBO:
-    """An ELBO instance from a registry name (options go to its constructor) or as given."""
-    if isinstance(objective, infer.ELBO):
+def make_objective(objective: Any, **options: Any) -> Any:
+    """An objective from a registry name (options go to its constructor) or as given.
+
+    An instance (a Pyro ``ELBO`` or anything with ``differentiable_loss``/``loss``) is returned
+    unchanged.
+    """
+    if isinstance(objective, infer.ELBO) or hasattr(objective, "differentiable_loss"):
         return objective
     if objective not in OBJECTIVES:
         raise _unknown("objective", objective, OBJECTIVES)

@@ -61,8 +61,10 @@ class SVIOptions(_Common):
         batch_size: minibatch size (None: full batch); data-plate terms are scaled by N/B.
         lr, optimizer, clip_norm: learning rate, torch optimiser name or factory, gradient clip.
         validation_data, patience, eval_every: early stopping on the held-out negative ELBO.
+        validation_context: the ``context`` of ``validation_data`` (same keys as ``context``).
         tol: plateau tolerance (nats per point) behind ``Fit.converged``.
-        num_draws: posterior draws taken from the fitted guide.
+        num_draws: posterior draws of the global sites taken from the fitted guide (None: the
+            family's ``default_num_draws``, 1000 unless it says otherwise).
     """
 
     guide: Any = None
@@ -75,10 +77,11 @@ class SVIOptions(_Common):
     optimizer: Any = "adam"
     clip_norm: float | None = None
     validation_data: Any = None
+    validation_context: Any = None
     patience: int = 10
     eval_every: int = 50
     tol: float = 1e-3
-    num_draws: int = 1000
+    num_draws: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +134,10 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _hidden_discrete(model: GenerativeModel, x: Tensor) -> tuple[list[str], int]:
-    trace = pointwise.prototype_trace(model, x)
+def _hidden_discrete(
+    model: GenerativeModel, x: Tensor, context: Mapping[str, Tensor] | None = None
+) -> tuple[list[str], int]:
+    trace = pointwise.prototype_trace(model, x, context)
     discrete = [n for n, s in trace.nodes.items() if pointwise.is_enumerable(s)]
     return discrete, pointwise.max_plate_nesting(trace)
 
@@ -180,8 +185,10 @@ def _init_fn(
     return init
 
 
-def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -> Fit:
-    discrete, nesting = _hidden_discrete(model, x)
+def _fit_svi(
+    model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str, context: dict[str, Tensor]
+) -> Fit:
+    discrete, nesting = _hidden_discrete(model, x, context)
     program = model.model
     hidden = poutine.block(program, hide=discrete) if discrete else program
     guide_opt = "delta" if method == "map" else opts.guide
@@ -199,11 +206,13 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
         )
         if isinstance(guide, torch.nn.Module):
             guide.to(x.device)
-    name = opts.objective or ("enum" if discrete else "trace")
+    name = opts.objective or ("enum" if discrete else "elbo")
     objective_kwargs: dict[str, Any] = {"max_plate_nesting": max(nesting, 1)}
+    if isinstance(name, str) and name in elbos.PER_DATUM:
+        objective_kwargs["data_plate"] = model.data_plate
     if opts.num_particles > 1 or name in ("iwae", "renyi"):
         objective_kwargs.update(num_particles=opts.num_particles, vectorize_particles=True)
-    if name in ("trace", "meanfield", "graph") and discrete:
+    if name in ("elbo", "iwae", "trace", "meanfield", "graph") and discrete:
         raise ValueError(
             f"objective={name!r} cannot handle the discrete latent site(s) {discrete}; use "
             "'enum' (the default for such models)"
@@ -211,13 +220,24 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
     elbo = elbos.make_objective(name, **objective_kwargs)
     steps = _steps(opts, x.shape[0])
     val = opts.validation_data
+    val_context = None
     if val is not None:
         val = check_data(val, "validation_data", dim=x.shape[-1] if x.dim() > 1 else None).to(x)
+        val_context = _check_context(opts.validation_context, val.shape[0], x.device)
+        if set(val_context) != set(context):
+            raise ValueError(
+                f"validation_context must have the keys of context ({sorted(context)}), got "
+                f"{sorted(val_context)}"
+            )
+    elif opts.validation_context is not None:
+        raise ValueError("validation_context was given without validation_data")
     start = time.perf_counter()
     run = run_svi(
         program,
         guide,
         x,
+        context=context,
+        validation_context=val_context,
         elbo=elbo,
         steps=steps,
         batch_size=opts.batch_size,
@@ -235,8 +255,11 @@ def _fit_svi(model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str) -
     )
     if isinstance(guide, autoguide.AutoLaplaceApproximation):
         # MAP first, then the Gaussian with the inverse Hessian at the mode (Laplace 1774).
-        guide = guide.laplace_approximation(x)
-    params, draws = _guide_posterior(model, guide, x, opts.num_draws, point=method == "map")
+        guide = guide.laplace_approximation(x, **context)
+    num_draws = model.default_num_draws if opts.num_draws is None else opts.num_draws
+    params, draws = _guide_posterior(
+        model, guide, x, num_draws, point=method == "map", context=context
+    )
     model.params_ = params
     diagnostics: dict[str, Any] = {"objective_name": name, "discrete_sites": discrete}
     if val is not None:
@@ -282,32 +305,47 @@ def _public(opts: Any, **overrides: Any) -> dict[str, Any]:
 
 @torch.no_grad()
 def _guide_posterior(
-    model: GenerativeModel, guide: Any, x: Tensor, num_draws: int, point: bool
+    model: GenerativeModel,
+    guide: Any,
+    x: Tensor,
+    num_draws: int,
+    point: bool,
+    context: Mapping[str, Tensor],
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """Point estimate and, unless ``point``, ``[1, S, ...]`` guide draws.
 
-    The point estimate is the guide's median where it has one, else the draws' mean in the
-    unconstrained space (flows).
+    The point estimate is the guide's median where it has one (an autoguide's ``median``, or
+    a family's ``guide_median`` for its own guide), else the draws' mean in the unconstrained
+    space (flows).
     """
-    globals_ = pointwise.global_site_shapes(model, x)
+    globals_ = pointwise.global_site_shapes(model, x, context)
     draws = None
+    if not globals_:  # only local latents (a VAE): nothing global to summarise
+        return {}, None
     if not point:
-        samples = [_draw_guide(guide, x, globals_) for _ in range(num_draws)]
+        samples = [_draw_guide(guide, x, globals_, context) for _ in range(num_draws)]
         draws = model.canonicalize(
             {k: torch.stack([d[k] for d in samples]).unsqueeze(0) for k in globals_}
         )
+    median = getattr(guide, "median", None)
+    if median is None and getattr(guide, "__self__", None) is model:
+        median = getattr(model, "guide_median", None)
     try:
-        params = {k: v.detach() for k, v in guide.median(x).items() if k in globals_}
+        if median is None:
+            raise NotImplementedError
+        params = {k: v.detach() for k, v in median(x, **context).items() if k in globals_}
     except (AttributeError, NotImplementedError):
         if draws is None:
-            params = _draw_guide(guide, x, globals_)
+            params = _draw_guide(guide, x, globals_, context)
         else:
             params = unconstrained_mean(draws, pointwise.site_supports(model, x))
     return model.canonicalize(params), draws
 
 
-def _draw_guide(guide: Any, x: Tensor, sites: Mapping[str, Any]) -> dict[str, Tensor]:
-    trace = poutine.trace(guide).get_trace(x)
+def _draw_guide(
+    guide: Any, x: Tensor, sites: Mapping[str, Any], context: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    trace = poutine.trace(guide).get_trace(x, **context)
     return {k: trace.nodes[k]["value"].detach() for k in sites if k in trace.nodes}
 
 
@@ -359,11 +397,36 @@ def _fit_nuts(model: GenerativeModel, x: Tensor, opts: NUTSOptions) -> Fit:
 
 
 METHODS: dict[str, tuple[type, Callable[..., Fit]]] = {
-    "em": (EMOptions, lambda m, x, o: _fit_em(m, x, o)),
-    "map": (SVIOptions, lambda m, x, o: _fit_svi(m, x, o, "map")),
-    "svi": (SVIOptions, lambda m, x, o: _fit_svi(m, x, o, "svi")),
-    "nuts": (NUTSOptions, lambda m, x, o: _fit_nuts(m, x, o)),
+    "em": (EMOptions, lambda m, x, o, c: _fit_em(m, x, o)),
+    "map": (SVIOptions, lambda m, x, o, c: _fit_svi(m, x, o, "map", c)),
+    "svi": (SVIOptions, lambda m, x, o, c: _fit_svi(m, x, o, "svi", c)),
+    "nuts": (NUTSOptions, lambda m, x, o, c: _fit_nuts(m, x, o)),
 }
+
+#: Methods that pass a ``context`` (e.g. a conditional VAE's labels) to model and guide.
+CONTEXT_METHODS = ("map", "svi")
+
+
+def _check_context(context: Any, n: int, device: torch.device) -> dict[str, Tensor]:
+    """``context`` as a dict of tensors with ``n`` rows on ``device`` (empty when None)."""
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise TypeError(
+            f"context must be a mapping of keyword -> tensor, got {type(context).__name__}"
+        )
+    out = {}
+    for key, value in context.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"context keys must be keyword names, got {key!r}")
+        tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+        if tensor.dim() < 1 or tensor.shape[0] != n:
+            raise ValueError(
+                f"context[{key!r}] must have one row per datum ({n}), got shape "
+                f"{tuple(tensor.shape)}"
+            )
+        out[key] = tensor.to(device)
+    return out
 
 
 def fit(
@@ -372,6 +435,7 @@ def fit(
     method: str = "svi",
     *,
     guide: Any = None,
+    context: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Fit:
     """Fits ``model`` to ``data`` by ``method`` and returns the run as an immutable :class:`Fit`.
@@ -385,6 +449,9 @@ def fit(
             point-mass guide: maximum a posteriori), ``"svi"`` (variational inference with any
             guide and objective) or ``"nuts"`` (Pyro's NUTS, discrete sites enumerated).
         guide: for ``"svi"``, an autoguide name or a guide callable (see :class:`SVIOptions`).
+        context: per-datum conditioning inputs passed as keyword arguments to model and guide,
+            e.g. ``{"y": labels}`` for a conditional VAE; each has ``N`` rows and is sliced with
+            the minibatches (``"svi"`` and ``"map"`` only).
         **options: method options: :class:`EMOptions`, :class:`SVIOptions`,
             :class:`NUTSOptions`; all take ``seed``, ``device`` and ``progress``.
 
@@ -409,7 +476,13 @@ def fit(
     device = _device(x, opts.device)
     x = x.to(device)
     gm = _as_model(model, guide)
+    if context is not None and method not in CONTEXT_METHODS:
+        raise ValueError(
+            f"context is supported by method {' and '.join(map(repr, CONTEXT_METHODS))}, not "
+            f"{method!r}"
+        )
+    ctx = _check_context(context, x.shape[0], device)
     gm.to(device)
     pyro.set_rng_seed(opts.seed)
-    gm.setup(x)
-    return runner(gm, x, opts)
+    gm.setup(x, **ctx)
+    return runner(gm, x, opts, ctx)

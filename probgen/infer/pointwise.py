@@ -77,10 +77,12 @@ def resolve_guide(model: Any, guide: Any) -> Callable[..., Any]:
     )
 
 
-def prototype_trace(model: Any, x: Tensor | None) -> Trace:
-    """One prior run of ``model(x)`` (discrete local sites sampled, not enumerated)."""
+def prototype_trace(
+    model: Any, x: Tensor | None, context: Mapping[str, Any] | None = None
+) -> Trace:
+    """One prior run of ``model(x, **context)`` (discrete local sites sampled, not enumerated)."""
     with poutine.block():
-        return poutine.trace(_program(model)).get_trace(x)
+        return poutine.trace(_program(model)).get_trace(x, **(context or {}))
 
 
 def _in_plate(site: Mapping[str, Any], plate: str) -> bool:
@@ -96,10 +98,12 @@ def is_enumerable(site: Any) -> bool:
     return _is_latent(site) and getattr(site["fn"], "has_enumerate_support", False)
 
 
-def _roles(model: Any, x: Tensor | None) -> tuple[Trace, dict[str, torch.Size], list[Any]]:
+def _roles(
+    model: Any, x: Tensor | None, context: Mapping[str, Any] | None = None
+) -> tuple[Trace, dict[str, torch.Size], list[Any]]:
     """A prototype trace, the shapes of the global latent sites, and the local latent sites."""
     plate = _attr(model, "data_plate", "data")
-    trace = prototype_trace(model, x)
+    trace = prototype_trace(model, x, context)
     shapes: dict[str, torch.Size] = {}
     local = []
     for name, site in _nodes(trace).items():
@@ -111,9 +115,11 @@ def _roles(model: Any, x: Tensor | None) -> tuple[Trace, dict[str, torch.Size], 
     return trace, shapes, local
 
 
-def global_site_shapes(model: Any, x: Tensor | None) -> dict[str, torch.Size]:
+def global_site_shapes(
+    model: Any, x: Tensor | None, context: Mapping[str, Any] | None = None
+) -> dict[str, torch.Size]:
     """Shapes of the latent sites outside the data plate (the model's global parameters)."""
-    return _roles(model, x)[1]
+    return _roles(model, x, context)[1]
 
 
 def max_plate_nesting(trace: Trace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,13 +116,18 @@ def _named_params(model: Any, guide: Any, captured: dict[str, Tensor]) -> dict[s
 
 
 def _blame_sites(
-    model: Callable[..., Any], guide: Callable[..., Any], args: tuple[Any, ...]
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
 ) -> str:
     """Names the sample sites whose log-density is not finite (slow path, after a failure)."""
     bad = []
     with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
-        guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
         for where, trace in (("guide", guide_trace), ("model", model_trace)):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
@@ -159,6 +164,8 @@ def run_svi(
     generator: torch.Generator,
     data_plate: str = "data",
     modules: tuple[Any, Any] | None = None,
+    context: Mapping[str, Tensor] | None = None,
+    validation_context: Mapping[str, Tensor] | None = None,
 ) -> SVIRun:
     """Minimises the negative ELBO of ``model``/``guide`` on ``x``; see the module docstring.
 
@@ -177,6 +184,9 @@ def run_svi(
         progress: show a tqdm progress bar.
         generator: drives the minibatch order.
         modules: the ``nn.Module`` s owning parameters, for naming (defaults to model, guide).
+        context: per-datum keyword arguments of model and guide (``N`` rows each), sliced
+            with the minibatches.
+        validation_context: the same for ``validation_data``.
 
     Raises:
         NonFiniteError: the loss or a gradient is NaN/inf at some step; the error names the step
@@ -202,6 +212,9 @@ def run_svi(
         while step < steps and not early_stopped:
             for idx in _batches(n, batch_size, generator, x.device):
                 xb = x if idx is None else x[idx]
+                cb = (
+                    {k: v if idx is None else v[idx] for k, v in context.items()} if context else {}
+                )
                 scale = 1.0 if idx is None else n / idx.numel()
                 m = DataPlateScale(data_plate, scale)(model) if scale != 1.0 else model
                 g = DataPlateScale(data_plate, scale)(guide) if scale != 1.0 else guide
@@ -209,7 +222,7 @@ def run_svi(
                     opt.zero_grad(set_to_none=True)
                 if opt is None:
                     with poutine.trace(param_only=True) as capture:
-                        loss = _loss(elbo, loss_fn, m, g, xb)
+                        loss = _loss(elbo, loss_fn, m, g, xb, cb)
                     captured = {
                         name: _unconstrained(site["value"])
                         for name, site in capture.trace.nodes.items()
@@ -218,7 +231,7 @@ def run_svi(
                     opt = make_optimizer(optimizer, list(named.values()), lr)
                 else:
                     try:
-                        loss = _loss(elbo, loss_fn, m, g, xb)
+                        loss = _loss(elbo, loss_fn, m, g, xb, cb)
                     except ValueError as err:
                         # Pyro's argument validation turns a NaN parameter into a ValueError.
                         if "invalid values" not in str(err):
@@ -236,7 +249,7 @@ def run_svi(
                 if not math.isfinite(loss_value):
                     raise NonFiniteError(
                         f"step {step}: the loss is {loss_value}; non-finite log-density at "
-                        f"{_blame_sites(m, g, (xb,))}. Parameters keep their values from step "
+                        f"{_blame_sites(m, g, (xb,), cb)}. Parameters keep their values from step "
                         f"{step - 1}."
                     )
                 if not math.isfinite(gnorm_value):
@@ -259,7 +272,11 @@ def run_svi(
                 if validation_data is not None and step % eval_every == 0:
                     with torch.no_grad():
                         val = (
-                            float(elbo.loss(model, guide, validation_data))
+                            float(
+                                elbo.loss(
+                                    model, guide, validation_data, **(validation_context or {})
+                                )
+                            )
                             / validation_data.shape[0]
                         )
                     val_history.append(val)
@@ -281,12 +298,19 @@ def run_svi(
 
 
 def _loss(
-    elbo: Any, loss_fn: Callable[..., Tensor] | None, model: Any, guide: Any, xb: Tensor
+    elbo: Any,
+    loss_fn: Callable[..., Tensor] | None,
+    model: Any,
+    guide: Any,
+    xb: Tensor,
+    context: Mapping[str, Tensor],
 ) -> Tensor:
     if loss_fn is not None:
-        loss = loss_fn(model, guide, xb)
+        loss = loss_fn(model, guide, xb, **context)
         if loss.requires_grad:
             loss.backward()
         return loss
     # Objectives without a differentiable loss (Renyi, TraceGraph) backpropagate themselves.
-    return torch.as_tensor(elbo.loss_and_grads(model, guide, xb), dtype=xb.dtype, device=xb.device)
+    return torch.as_tensor(
+        elbo.loss_and_grads(model, guide, xb, **context), dtype=xb.dtype, device=xb.device
+    )
