@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from probgen import GenerativeModel
 from probgen import nn as pnn
-from probgen.validation import check_data
+from probgen.validation import check_data, is_binary
 
 __all__ = ["LATENT", "LIKELIHOODS", "OBS", "VAE"]
 
@@ -108,6 +108,7 @@ class VAE(GenerativeModel):
         _positive_int(latent_dim, "latent_dim")
         _choice(likelihood, "likelihood", LIKELIHOODS)
         _choice(network, "network", NETWORKS)
+        _choice(activation, "activation", tuple(pnn.ACTIVATIONS))
         hidden = tuple(hidden)
         if not hidden and network == "conv":
             raise ValueError("network='conv' needs hidden=(width,) for the encoder's features")
@@ -167,6 +168,8 @@ class VAE(GenerativeModel):
                 )
                 for _ in range(flow_layers)
             )
+        if likelihood != "gaussian" and obs_scale != 1.0:
+            raise ValueError(f"obs_scale is an option of likelihood='gaussian', not {likelihood!r}")
         if likelihood == "gaussian":
             if obs_scale == "learned":
                 self.obs_log_scale = nn.Parameter(torch.zeros(data_dim))
@@ -195,16 +198,20 @@ class VAE(GenerativeModel):
 
     # ------------------------------------------------------------------ data and context
     def check_x(self, x: Any, name: str = "x") -> Tensor:
-        """``x`` as ``[N, D]`` data in the likelihood's support (clear errors otherwise)."""
+        """``x`` as ``[N, D]`` data in the likelihood's support (clear errors otherwise).
+
+        The value checks are single passes without full-size temporaries: on the 50,000 x 784
+        MNIST training set they cost milliseconds, not a noticeable part of an epoch.
+        """
         x = check_data(x, name, ndim=2, dim=self.data_dim)
         if self.likelihood_name != "gaussian":
-            if x.min() < 0 or x.max() > 1:
+            lo, hi = (float(v) for v in torch.aminmax(x))
+            if lo < 0 or hi > 1:
                 raise ValueError(
                     f"{name} must lie in [0, 1] for likelihood={self.likelihood_name!r}; got "
-                    f"values in [{x.min().item():.3g}, {x.max().item():.3g}] (scale images by "
-                    "1/255)"
+                    f"values in [{lo:.3g}, {hi:.3g}] (scale images by 1/255)"
                 )
-            if self.likelihood_name == "bernoulli" and not ((x == 0) | (x == 1)).all():
+            if self.likelihood_name == "bernoulli" and not is_binary(x):
                 raise ValueError(
                     f"{name} must be binary (0/1) for likelihood='bernoulli'; binarize it (e.g. "
                     "probgen.data.load_mnist_idx(..., binarize='threshold')) or use "

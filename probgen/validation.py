@@ -48,8 +48,8 @@ def check_data(
         raise ValueError(
             f"{name} has {x.shape[-1]} features per row; the model was fitted with {dim}"
         )
-    finite = torch.isfinite(x)
-    if not finite.all():
+    if not all_finite(x):
+        finite = torch.isfinite(x)
         bad = (~finite).nonzero()[0].tolist()
         count = int((~finite).sum())
         raise ValueError(
@@ -68,3 +68,26 @@ def check_count(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+#: Elements per block of the blockwise checks: temporaries this small come from the allocator's
+#: free lists, while a full-size temporary of a large data set costs page faults that dominate.
+_BLOCK = 2**14
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every element of ``x`` is finite, in one pass without a full-size temporary.
+
+    A finite sum proves it (NaN and +-inf propagate through a sum); only when the sum is not
+    finite (which a sum of huge finite values can also be) are the elements checked one by one.
+    """
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return True
+    return all(bool(torch.isfinite(block).all()) for block in x.reshape(-1).split(_BLOCK))
+
+
+def is_binary(x: Tensor) -> bool:
+    """Whether every element of ``x`` is 0 or 1 (``x^2 - x = 0``), blockwise."""
+    return not any(
+        bool(torch.addcmul(b, b, b, value=-1).any()) for b in x.reshape(-1).split(_BLOCK)
+    )

@@ -14,7 +14,8 @@ tighter than it):
 * ``iwae``: the importance-weighted bound of Burda et al. (2016, arXiv:1509.00519) with K
   particles, *per datum* (:class:`probgen.infer.objectives.IWAE`).
 * ``renyi``: Pyro's Renyi alpha-bound (Li & Turner 2016, arXiv:1602.02311), ``alpha=0.5`` by
-  default; note that Pyro takes it over the whole minibatch jointly, not per datum.
+  default. Pyro keeps only the plates shared by every site: with a site outside the data plate
+  (any global parameter) the bound is taken over the whole minibatch jointly, not per datum.
 * ``graph``: ``TraceGraph_ELBO``, Rao-Blackwellised score-function gradients for
   non-reparameterisable guides (Schulman et al. 2015, arXiv:1506.05254).
 """

@@ -134,10 +134,19 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+#: Rows of data a prototype run of the model sees: its sites and plates, not its values, are
+#: wanted, and a full-data run of a deep model costs as much as many training steps.
+PROBE_ROWS = 8
+
+
+def _probe(x: Tensor, context: Mapping[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
+    return x[:PROBE_ROWS], {k: v[:PROBE_ROWS] for k, v in (context or {}).items()}
+
+
 def _hidden_discrete(
     model: GenerativeModel, x: Tensor, context: Mapping[str, Tensor] | None = None
 ) -> tuple[list[str], int]:
-    trace = pointwise.prototype_trace(model, x, context)
+    trace = pointwise.prototype_trace(model, *_probe(x, context))
     discrete = [n for n, s in trace.nodes.items() if pointwise.is_enumerable(s)]
     return discrete, pointwise.max_plate_nesting(trace)
 
@@ -318,7 +327,7 @@ def _guide_posterior(
     a family's ``guide_median`` for its own guide), else the draws' mean in the unconstrained
     space (flows).
     """
-    globals_ = pointwise.global_site_shapes(model, x, context)
+    globals_ = pointwise.global_site_shapes(model, *_probe(x, context))
     draws = None
     if not globals_:  # only local latents (a VAE): nothing global to summarise
         return {}, None

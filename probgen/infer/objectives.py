@@ -15,9 +15,11 @@ arXiv:1509.00519), *per datum*::
 
     L_K = sum_n log (1/K) sum_k w_nk,   w_nk = p(x_n, z_nk) / q(z_nk | x_n).
 
-Pyro's ``RenyiELBO(alpha=0)`` takes the log-mean-exp of the weights of the *whole* minibatch,
-``log (1/K) sum_k prod_n w_nk``, which for more than a few data points is no tighter than the ELBO;
-the bound of the paper needs the per-datum form computed here.
+Pyro's ``RenyiELBO(alpha=0)`` keeps only the plates shared by *every* sample site: for a model
+whose sites all lie in the data plate (a VAE) it is this per-datum bound, but one site outside it
+(a global parameter, even a point mass) makes it the log-mean-exp of the weights of the *whole*
+minibatch, ``log (1/K) sum_k prod_n w_nk``, which for more than a few data points is little
+tighter than the ELBO. Here point-mass globals stay outside the log-mean-exp.
 
 Site scales (minibatch ``N/B``, a beta-VAE's ``beta``) and masks are honoured as in Pyro. A guide
 with a non-reparameterisable site (discrete, or without ``rsample``) makes :class:`ELBO` hand the
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyro
@@ -37,7 +39,10 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from pyro.util import get_rng_state, set_rng_state
 from torch import Tensor
+
+from probgen.infer.svi import DataPlateScale
 
 __all__ = ["ELBO", "IWAE", "PARTICLE_PLATE"]
 
@@ -57,9 +62,16 @@ class _Score(Messenger):
     masks applied and scales *not* applied, so the IWAE bound can take per-datum logs first.
     """
 
-    def __init__(self, plate: str, values: Mapping[str, Tensor] | None, require_reparam: bool):
+    def __init__(
+        self,
+        plate: str,
+        values: Mapping[str, Tensor] | None,
+        require_reparam: bool,
+        data_scale: float = 1.0,
+    ):
         super().__init__()
         self.plate = plate
+        self.data_scale = data_scale
         self.values = values
         self.require_reparam = require_reparam
         self.draws: dict[str, Tensor] = {}
@@ -92,7 +104,8 @@ class _Score(Messenger):
         if mask is not None and mask is not True:
             lp = lp * 0.0 if mask is False else torch.where(mask, lp, lp.new_zeros(()))
         data_dim = next((f.dim for f in msg["cond_indep_stack"] if f.name == self.plate), None)
-        self.terms.append((msg["name"], lp, msg["scale"], data_dim))
+        scale = msg["scale"] if data_dim is None else msg["scale"] * self.data_scale
+        self.terms.append((msg["name"], lp, scale, data_dim))
 
 
 class _ParticleObjective:
@@ -114,6 +127,20 @@ class _ParticleObjective:
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
         self.data_plate = data_plate
+        self._data_scale = 1.0
+
+    @contextlib.contextmanager
+    def data_scale(self, scale: float) -> Iterator[None]:
+        """Scales the data-plate sites by ``scale`` (``N / B`` for a minibatch) while active.
+
+        The same as wrapping model and guide in :class:`probgen.infer.svi.DataPlateScale`, without
+        an extra effect handler on every site.
+        """
+        previous, self._data_scale = self._data_scale, float(scale)
+        try:
+            yield
+        finally:
+            self._data_scale = previous
 
     def _particles(self) -> Any:
         if self.num_particles == 1:
@@ -123,10 +150,10 @@ class _ParticleObjective:
     def _run(
         self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any
     ) -> tuple[_Score, _Score]:
-        q = _Score(self.data_plate, None, require_reparam=True)
+        q = _Score(self.data_plate, None, require_reparam=True, data_scale=self._data_scale)
         with q, self._particles():
             guide(*args, **kwargs)
-        p = _Score(self.data_plate, q.draws, require_reparam=False)
+        p = _Score(self.data_plate, q.draws, require_reparam=False, data_scale=self._data_scale)
         with p, self._particles():
             model(*args, **kwargs)
         return q, p
@@ -150,25 +177,36 @@ class ELBO(_ParticleObjective):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fallback: Trace_ELBO | None = None
+        self._lean_ok = False
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Tensor:
         """``-L`` (a scalar tensor that backpropagates to model and guide parameters)."""
         if self._fallback is None:
+            # Until one lean step has gone through, keep the RNG state: the aborted guide run
+            # has drawn some sites, and Trace_ELBO must start from the same draws (so "elbo"
+            # and "trace" give the same run under one seed).
+            state = None if self._lean_ok else _rng_state()
             try:
                 q, p = self._run(model, guide, args, kwargs)
             except _NotReparameterized:
+                if state is not None:
+                    _set_rng_state(state)
                 self._fallback = Trace_ELBO(
                     num_particles=self.num_particles,
                     max_plate_nesting=self.max_plate_nesting,
                     vectorize_particles=self.num_particles > 1,
                 )
             else:
+                self._lean_ok = True
                 total = _scaled_sum(p) - _scaled_sum(q)
                 if not isinstance(total, Tensor):
                     raise ValueError("the model and guide have no sample site to score")
                 return -total / self.num_particles
+        if self._data_scale != 1.0:  # Trace_ELBO knows nothing of data_scale: use the handler
+            model = DataPlateScale(self.data_plate, self._data_scale)(model)
+            guide = DataPlateScale(self.data_plate, self._data_scale)(guide)
         return self._fallback.differentiable_loss(model, guide, *args, **kwargs)
 
 
@@ -240,6 +278,19 @@ class IWAE(_ParticleObjective):
         return log_w.logsumexp(0) - math.log(k)
 
 
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = get_rng_state()
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    set_rng_state(state)
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _scaled_sum(score: _Score) -> Tensor | float:
     total: Tensor | float = 0.0
     for _, lp, scale, _ in score.terms:
@@ -259,7 +310,8 @@ def _per_datum(lp: Tensor, data_dim: int, nesting: int, particles: bool) -> Tens
     if other:
         lp = lp.sum(dim=other, keepdim=True)
     lp = lp.movedim(data_dim, -1)
-    return lp.reshape(lp.shape[-2], lp.shape[-1]) if particles else lp.reshape(-1)
+    # Every dim but the particle and data ones has size 1 now, wherever the plates sat.
+    return lp.reshape(-1, lp.shape[-1]) if particles else lp.reshape(-1)
 
 
 def _is_point_mass(score: _Score, name: str) -> bool:

@@ -12,6 +12,7 @@ the parameters (:class:`NonFiniteError`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -195,6 +196,8 @@ def run_svi(
     n = x.shape[0]
     owners = modules if modules is not None else (model, guide)
     loss_fn = getattr(elbo, "differentiable_loss", None)
+    # probgen's own objectives scale the data plate themselves (one handler fewer per site).
+    native_scale = hasattr(elbo, "data_scale") and data_plate == getattr(elbo, "data_plate", None)
     history: list[float] = []
     val_history: list[float] = []
     best_val, best_state, bad_evals = math.inf, None, 0
@@ -216,12 +219,16 @@ def run_svi(
                     {k: v if idx is None else v[idx] for k, v in context.items()} if context else {}
                 )
                 scale = 1.0 if idx is None else n / idx.numel()
-                m = DataPlateScale(data_plate, scale)(model) if scale != 1.0 else model
-                g = DataPlateScale(data_plate, scale)(guide) if scale != 1.0 else guide
+                if scale == 1.0 or native_scale:
+                    m, g = model, guide
+                else:
+                    m = DataPlateScale(data_plate, scale)(model)
+                    g = DataPlateScale(data_plate, scale)(guide)
+                scaled = elbo.data_scale(scale) if native_scale else contextlib.nullcontext()
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
                 if opt is None:
-                    with poutine.trace(param_only=True) as capture:
+                    with poutine.trace(param_only=True) as capture, scaled:
                         loss = _loss(elbo, loss_fn, m, g, xb, cb)
                     captured = {
                         name: _unconstrained(site["value"])
@@ -231,7 +238,8 @@ def run_svi(
                     opt = make_optimizer(optimizer, list(named.values()), lr)
                 else:
                     try:
-                        loss = _loss(elbo, loss_fn, m, g, xb, cb)
+                        with scaled:
+                            loss = _loss(elbo, loss_fn, m, g, xb, cb)
                     except ValueError as err:
                         # Pyro's argument validation turns a NaN parameter into a ValueError.
                         if "invalid values" not in str(err):
