@@ -281,7 +281,10 @@ class VAE(GenerativeModel):
     def _likelihood(self, z: Tensor, y1h: Tensor | None) -> dist.TorchDistribution:
         if y1h is not None:
             z = torch.cat([z, y1h.expand(*z.shape[:-1], y1h.shape[-1])], -1)
-        out = self._net("decoder")(z)
+        return self._observation(self._net("decoder")(z))
+
+    def _observation(self, out: Tensor) -> dist.TorchDistribution:
+        """The likelihood's distribution given the decoder's raw output (logits or means)."""
         if self.likelihood_name == "bernoulli":
             return dist.Bernoulli(logits=out).to_event(1)
         if self.likelihood_name == "continuous_bernoulli":

@@ -43,3 +43,23 @@ def test_readme_diagnostics_example_runs(capsys):
     # Gaussian mutual information -1/2 log(1 - rho^2) with rho = 0.9.
     assert float(lines[3].split()[0]) == pytest.approx(-0.5 * math.log(1 - 0.81), rel=1e-5)
     assert float(lines[4]) < 0.01  # a shift of 0.5 sd in 3-D is detected with 500 permutations
+
+
+def test_readme_vae_example_runs(capsys):
+    """The VAE example, on the shared binarized MNIST, with the training data cut to 2,000 rows,
+    one epoch and 100 test images (the shown budget takes minutes); the rest runs as written."""
+    data = ROOT.parent / "shared" / "data" / "binarized_mnist" / "binarized_mnist.npz"
+    if not data.exists():
+        pytest.skip(f"binarized MNIST not found at {data}")
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (example,) = [b for b in blocks if "models.vae" in b]
+    example = example.replace('"binarized_mnist.npz"', repr(str(data)))
+    example = example.replace('"train")', '"train")[:2000]').replace("epochs=10", "epochs=1")
+    example = example.replace("x_test[:1000]", "x_test[:100]")
+    exec(compile(example, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert line.endswith("nats (importance-sampling, n=1000)")
+        # Bernoulli log-probabilities of 784 pixels: negative, and far above the uniform 784 log 2.
+        assert -784 * math.log(2) < float(line.split()[0]) < 0
