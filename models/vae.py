@@ -272,7 +272,7 @@ class VAE(GenerativeModel):
 
     def _posterior(self, x: Tensor, y1h: Tensor | None) -> dist.TorchDistribution:
         loc, scale, features = self._encode(x, y1h)
-        base = dist.Normal(loc, scale).to_event(1)
+        base = _unchecked(dist.Normal(loc, scale, validate_args=False))
         if self.flow is None:
             return base
         flows = [t.condition(features) for t in self._net("flows")]  # type: ignore[attr-defined]
@@ -284,16 +284,22 @@ class VAE(GenerativeModel):
         return self._observation(self._net("decoder")(z))
 
     def _observation(self, out: Tensor) -> dist.TorchDistribution:
-        """The likelihood's distribution given the decoder's raw output (logits or means)."""
+        """The likelihood's distribution given the decoder's raw output (logits or means).
+
+        Argument validation is off here and in the guide's Gaussian: the data are checked once
+        by :meth:`check_x` (``fit``, ``log_likelihood`` and ``probgen.evaluate`` call it), the
+        scales are positive by construction, and a non-finite network output surfaces as a
+        non-finite loss that ``fit`` reports; re-checking every minibatch costs ~10% of a step.
+        """
         if self.likelihood_name == "bernoulli":
-            return dist.Bernoulli(logits=out).to_event(1)
+            return _unchecked(dist.Bernoulli(logits=out, validate_args=False))
         if self.likelihood_name == "continuous_bernoulli":
-            return dist.ContinuousBernoulli(logits=out).to_event(1)
+            return _unchecked(dist.ContinuousBernoulli(logits=out, validate_args=False))
         if self.obs_scale == "learned":
             scale = self.obs_log_scale.exp().expand(out.shape)
         else:
             scale = out.new_tensor(float(self.obs_scale)).expand(out.shape)  # type: ignore[arg-type]
-        return dist.Normal(out, scale).to_event(1)
+        return _unchecked(dist.Normal(out, scale, validate_args=False))
 
     def _beta(self) -> Any:
         return poutine.scale(scale=self.beta) if self.beta != 1.0 else contextlib.nullcontext()
@@ -307,7 +313,7 @@ class VAE(GenerativeModel):
         y1h = self._labels(y, size, self.prior_loc)
         with pyro.plate(self.data_plate, size):
             with self._beta():
-                z = pyro.sample(LATENT, dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
+                z = pyro.sample(LATENT, self.latent_prior())
             return pyro.sample(OBS, self._likelihood(z, y1h), obs=x)
 
     def guide(self, x: Tensor | None = None, *, n: int | None = None, y: Any = None) -> None:
@@ -332,8 +338,16 @@ class VAE(GenerativeModel):
         return self._posterior(x, self._labels(y, x.shape[0], x))
 
     def latent_prior(self) -> dist.TorchDistribution:
-        """``p(z) = N(0, I_q)``."""
-        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+        """``p(z) = N(0, I_q)`` (built once per device/dtype: the model asks for it every step)."""
+        loc, scale = self._buffers["prior_loc"], self._buffers["prior_scale"]
+        cached = self.__dict__.get("_prior_cache")
+        # ``.to()`` replaces the buffers (a new identity); load_state_dict copies into them in
+        # place, which the distribution, holding the same tensors, sees.
+        if cached is None or cached[0] is not loc or cached[1] is not scale:
+            cached = (loc, scale, dist.Normal(loc, scale).to_event(1))
+            self.__dict__["_prior_cache"] = cached
+        prior: dist.TorchDistribution = cached[2]
+        return prior
 
     def likelihood(self, z: Tensor, y: Any = None) -> dist.TorchDistribution:
         """``p(x | z, y)``: batch ``[N]``, event ``[D]``; its ``.mean`` is the decoded mean."""
@@ -378,6 +392,11 @@ class VAE(GenerativeModel):
     def log_prob(self, x: Tensor, *, y: Any = None) -> Tensor:
         """``log p(x_n)`` (importance-sampled, :meth:`log_likelihood`)."""
         return self.log_likelihood(x, y=y)
+
+
+def _unchecked(base: dist.TorchDistribution) -> dist.TorchDistribution:
+    """``base.to_event(1)`` without argument or support validation (see ``VAE._observation``)."""
+    return dist.Independent(base, 1, validate_args=False)
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> None:

@@ -36,6 +36,8 @@ __all__ = ["PARTICLE_PLATE", "bits_per_dim", "log_likelihood", "log_likelihood_p
 
 #: Name of the vectorised plate that holds the importance particles.
 PARTICLE_PLATE = "_particles"
+#: Particles drawn per vectorised pass when the batch size is left to :func:`log_likelihood`.
+PARTICLES_PER_PASS = 128
 
 
 # --------------------------------------------------------------------------- checks
@@ -46,7 +48,9 @@ def _check_x(model: Any, x: Any) -> Tensor:
     dim = getattr(model, "dim_", None)
     if isinstance(dim, int) and x.dim() >= 2 and x.shape[-1] != dim:
         raise ValueError(f"x has {x.shape[-1]} features per row; the model was fitted with D={dim}")
-    return x
+    # A family's own data check (e.g. binary values for a Bernoulli likelihood).
+    check = getattr(model, "check_x", None)
+    return check(x) if callable(check) else x
 
 
 def _check_context(context: Any, x: Tensor) -> dict[str, Tensor]:
@@ -199,7 +203,10 @@ def _importance_pointwise(
     params = getattr(model, "params_", None) or {}
     row = max(1, x[0].numel())
     if batch_size is None:
-        batch_size = min(x.shape[0], max(1, max_elements // row))
+        # Rows per batch leave room for PARTICLES_PER_PASS particles at once: the guide's encoder
+        # runs once per chunk of particles, so few large chunks beat many thin ones.
+        per_pass = min(num_particles, PARTICLES_PER_PASS)
+        batch_size = min(x.shape[0], max(1, max_elements // (row * per_pass)))
     with torch.no_grad(), warnings.catch_warnings():
         # Pyro notes guide sites the model lacks (e.g. conditioned globals): harmless here.
         warnings.simplefilter("ignore", UserWarning)
@@ -256,7 +263,9 @@ def log_likelihood_pointwise(
 
     Cost and memory: ``K`` particles are drawn in chunks of ``k`` inside a vectorised plate
     around guide *and* model, for data batches of ``batch_size`` rows, with ``k * batch * D <=
-    max_elements`` (``D`` the size of one row; at least one particle per chunk).
+    max_elements`` (``D`` the size of one row; at least one particle per chunk). By default
+    the batches are small enough for ``min(K, 128)`` particles per pass, so that the guide (an
+    encoder network, say) runs once per 128 particles rather than once per particle.
 
     Args:
         model: a :class:`~probgen.GenerativeModel` or a plain Pyro model function ``model(x)``

@@ -70,9 +70,10 @@ def check_count(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-#: Elements per block of the blockwise checks: temporaries this small come from the allocator's
-#: free lists, while a full-size temporary of a large data set costs page faults that dominate.
-_BLOCK = 2**14
+#: Elements per block of the blockwise checks (1 MiB of float32): a full-size temporary of a large
+#: data set costs page faults that dominate the check (MNIST's 50,000 x 784 binary test: 0.6 s
+#: in one piece, 0.045 s in blocks of 2^18; 2^14 pays 0.11 s of per-block overhead instead).
+_BLOCK = 2**18
 
 
 def all_finite(x: Tensor) -> bool:

@@ -294,9 +294,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _scaled_sum(score: _Score) -> Tensor | float:
     total: Tensor | float = 0.0
     for _, lp, scale, _ in score.terms:
-        total = total + (
-            lp.sum() if isinstance(scale, float) and scale == 1.0 else (lp * scale).sum()
-        )
+        # A number scales the sum (one scalar op); a tensor scale (per-element) scales terms.
+        if isinstance(scale, (int, float)):
+            total = total + (lp.sum() if scale == 1.0 else lp.sum() * scale)
+        else:
+            total = total + (lp * scale).sum()
     return total
 
 

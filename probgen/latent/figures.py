@@ -122,7 +122,14 @@ def latent_scatter(model: LatentModel, x: Tensor, labels: Any = None, **context:
         if len(classes) <= MAX_LEGEND_LABELS:
             for c in classes:
                 ax.scatter(xy[lab == c, 0], xy[lab == c, 1], s=6, label=str(c))
-            ax.legend(title="label", fontsize=7, markerscale=2)
+            # Outside the axes: a legend inside covers the codes it explains.
+            ax.legend(
+                title="label",
+                fontsize=7,
+                markerscale=2,
+                loc="center left",
+                bbox_to_anchor=(1.01, 0.5),
+            )
         else:
             fig.colorbar(ax.scatter(xy[:, 0], xy[:, 1], c=lab, s=6, cmap="viridis"), label="label")
     ax.set_xlabel(names[0])
