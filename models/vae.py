@@ -382,8 +382,7 @@ class VAE(GenerativeModel):
         """
         from probgen import evaluate
 
-        self._point(params)
-        x = self.check_x(x)
+        self._point(params)  # evaluate checks x with check_x
         context = None if y is None else {"y": y}
         return evaluate.log_likelihood_pointwise(
             self, x, num_particles=self.num_is_particles, context=context

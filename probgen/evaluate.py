@@ -30,7 +30,7 @@ from torch import Tensor
 
 from probgen.diagnostics._base import Estimate, mc_mean
 from probgen.infer import pointwise
-from probgen.validation import check_count
+from probgen.validation import check_context, check_count
 
 __all__ = ["PARTICLE_PLATE", "bits_per_dim", "log_likelihood", "log_likelihood_pointwise"]
 
@@ -51,25 +51,6 @@ def _check_x(model: Any, x: Any) -> Tensor:
     # A family's own data check (e.g. binary values for a Bernoulli likelihood).
     check = getattr(model, "check_x", None)
     return check(x) if callable(check) else x
-
-
-def _check_context(context: Any, x: Tensor) -> dict[str, Tensor]:
-    if context is None:
-        return {}
-    if not isinstance(context, Mapping):
-        raise TypeError(
-            f"context must be a mapping keyword -> tensor, got {type(context).__name__}"
-        )
-    out = {}
-    for key, value in context.items():
-        tensor = torch.as_tensor(value, device=x.device)
-        if tensor.dim() < 1 or tensor.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"context[{key!r}] must have one row per datum ({x.shape[0]}), got shape "
-                f"{tuple(tensor.shape)}"
-            )
-        out[str(key)] = tensor
-    return out
 
 
 # --------------------------------------------------------------------------- log-weights
@@ -289,7 +270,7 @@ def log_likelihood_pointwise(
         check_count(batch_size, "batch_size")
     check_count(max_elements, "max_elements")
     x = _check_x(model, x)
-    ctx = _check_context(context, x)
+    ctx = check_context(context, x.shape[0], x.device)
     if getattr(model, "exact_log_likelihood", False) and not force_importance:
         if ctx:
             raise ValueError(f"{type(model).__name__} has an exact log-likelihood and no context")

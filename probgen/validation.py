@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -92,3 +93,33 @@ def is_binary(x: Tensor) -> bool:
     return not any(
         bool(torch.addcmul(b, b, b, value=-1).any()) for b in x.reshape(-1).split(_BLOCK)
     )
+
+
+def check_context(context: Any, n: int, device: torch.device) -> dict[str, Tensor]:
+    """``context`` as a dict of tensors with ``n`` rows on ``device`` (empty when None).
+
+    ``context`` holds per-datum keyword arguments of a model and its guide (e.g. a conditional
+    VAE's labels ``{"y": y}``), as taken by :func:`probgen.fit` and :mod:`probgen.evaluate`.
+
+    Raises:
+        TypeError: ``context`` is not a mapping.
+        ValueError: a key is not a keyword name, or a value does not have ``n`` rows.
+    """
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise TypeError(
+            f"context must be a mapping of keyword -> tensor, got {type(context).__name__}"
+        )
+    out = {}
+    for key, value in context.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"context keys must be keyword names, got {key!r}")
+        tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+        if tensor.dim() < 1 or tensor.shape[0] != n:
+            raise ValueError(
+                f"context[{key!r}] must have one row per datum ({n}), got shape "
+                f"{tuple(tensor.shape)}"
+            )
+        out[key] = tensor.to(device)
+    return out

@@ -26,7 +26,7 @@ from probgen.infer.mcmc import RHAT_CONVERGED, convergence_diagnostics, run_nuts
 from probgen.infer.result import Fit
 from probgen.infer.svi import run_svi
 from probgen.program import PyroProgram
-from probgen.validation import check_data
+from probgen.validation import check_context, check_data
 
 __all__ = ["METHODS", "EMOptions", "NUTSOptions", "SVIOptions", "fit"]
 
@@ -243,7 +243,7 @@ def _fit_svi(
     val_context = None
     if val is not None:
         val = check_data(val, "validation_data", dim=x.shape[-1] if x.dim() > 1 else None).to(x)
-        val_context = _check_context(opts.validation_context, val.shape[0], x.device)
+        val_context = check_context(opts.validation_context, val.shape[0], x.device)
         if set(val_context) != set(context):
             raise ValueError(
                 f"validation_context must have the keys of context ({sorted(context)}), got "
@@ -427,28 +427,6 @@ METHODS: dict[str, tuple[type, Callable[..., Fit]]] = {
 CONTEXT_METHODS = ("map", "svi")
 
 
-def _check_context(context: Any, n: int, device: torch.device) -> dict[str, Tensor]:
-    """``context`` as a dict of tensors with ``n`` rows on ``device`` (empty when None)."""
-    if context is None:
-        return {}
-    if not isinstance(context, Mapping):
-        raise TypeError(
-            f"context must be a mapping of keyword -> tensor, got {type(context).__name__}"
-        )
-    out = {}
-    for key, value in context.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ValueError(f"context keys must be keyword names, got {key!r}")
-        tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
-        if tensor.dim() < 1 or tensor.shape[0] != n:
-            raise ValueError(
-                f"context[{key!r}] must have one row per datum ({n}), got shape "
-                f"{tuple(tensor.shape)}"
-            )
-        out[key] = tensor.to(device)
-    return out
-
-
 def fit(
     model: GenerativeModel | Callable[..., Any],
     data: Any,
@@ -501,7 +479,7 @@ def fit(
             f"context is supported by method {' and '.join(map(repr, CONTEXT_METHODS))}, not "
             f"{method!r}"
         )
-    ctx = _check_context(context, x.shape[0], device)
+    ctx = check_context(context, x.shape[0], device)
     gm.to(device)
     pyro.set_rng_seed(opts.seed)
     gm.setup(x, **ctx)
