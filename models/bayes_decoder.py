@@ -57,6 +57,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from models.vae import LATENT, MIN_SCALE, OBS, VAE
+from probgen.plate import plate
 
 __all__ = ["WEIGHT_PREFIX", "BayesianVAE"]
 
@@ -202,7 +203,7 @@ class BayesianVAE(VAE):
             )
             for name, p in self._net("decoder").named_parameters()
         }
-        with pyro.plate(self.data_plate, size):
+        with plate(self.data_plate, size):
             with self._beta():
                 z = pyro.sample(LATENT, dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
             return pyro.sample(OBS, self._likelihood(z, y1h, weights), obs=x)

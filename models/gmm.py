@@ -32,6 +32,7 @@ from torch import Tensor
 
 from models import gmm_em
 from probgen import GenerativeModel
+from probgen.plate import plate
 from probgen.validation import check_data
 
 __all__ = ["ASSIGNMENT", "CORR", "LOCS", "OBS", "SCALES", "WEIGHTS", "GaussianMixture"]
@@ -134,7 +135,7 @@ class GaussianMixture(GenerativeModel):
         s0 = self.prior_scale
         weights = pyro.sample(WEIGHTS, dist.Dirichlet(s0.new_full((k,), self.weight_concentration)))
         scale_prior = dist.LogNormal((s0 / 4).log(), 1.0)
-        with pyro.plate("components", k):
+        with plate("components", k):
             locs = pyro.sample(LOCS, dist.Normal(self.prior_loc, 2 * s0).to_event(1))
             if self.covariance_type in ("full", "diag"):
                 scales = pyro.sample(SCALES, scale_prior.to_event(1))
@@ -149,7 +150,7 @@ class GaussianMixture(GenerativeModel):
         params = {WEIGHTS: weights, LOCS: locs, SCALES: scales}
         if self.covariance_type in ("full", "tied") and d > 1:
             params[CORR] = corr
-        with pyro.plate(self.data_plate, n):
+        with plate(self.data_plate, n):
             z = pyro.sample(ASSIGNMENT, dist.Categorical(weights), infer={"enumerate": "parallel"})
             loc = locs[z]
             if self.covariance_type == "full":

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from models import ppca_em
 from probgen import GenerativeModel
+from probgen.plate import plate
 from probgen.validation import check_data
 
 __all__ = ["LATENT", "LOADINGS", "LOC", "NOISE", "OBS", "PPCA"]
@@ -144,7 +145,7 @@ class PPCA(GenerativeModel):
         loc = pyro.sample(LOC, dist.Normal(self.prior_loc, s0).to_event(1).mask(False))
         var = s0.square().mean().expand(self._noise_shape())
         noise = pyro.sample(NOISE, dist.LogNormal(var.log(), 1.0).to_event(var.dim()).mask(False))
-        with pyro.plate(self.data_plate, n):
+        with plate(self.data_plate, n):
             z = pyro.sample(LATENT, dist.Normal(s0.new_zeros(q), 1.0).to_event(1))
             var_x = noise.unsqueeze(-1) if self.noise == "isotropic" else noise
             scale = var_x.sqrt().expand(loc.shape)
@@ -159,7 +160,7 @@ class PPCA(GenerativeModel):
             return
         params = ppca_em.PPCAParams(loadings, loc, noise.expand(loc.shape))
         mean, tril = ppca_em.posterior(x, params)
-        with pyro.plate(self.data_plate, x.shape[0]):
+        with plate(self.data_plate, x.shape[0]):
             pyro.sample(LATENT, dist.MultivariateNormal(mean, scale_tril=tril))
 
     def site_dims(self) -> dict[str, list[str]]:

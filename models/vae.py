@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from probgen import GenerativeModel
 from probgen import nn as pnn
+from probgen.plate import plate
 from probgen.validation import check_data, is_binary
 
 __all__ = ["LATENT", "LIKELIHOODS", "OBS", "VAE"]
@@ -203,7 +204,13 @@ class VAE(GenerativeModel):
         The value checks are single passes without full-size temporaries: on the 50,000 x 784
         MNIST training set they cost milliseconds, not a noticeable part of an epoch.
         """
-        x = check_data(x, name, ndim=2, dim=self.data_dim)
+        if self.likelihood_name == "bernoulli":
+            x = check_data(x, name, ndim=2, dim=self.data_dim, finite=False)
+            if is_binary(x):  # implies finite and in [0, 1]: one pass instead of three
+                return x
+            x = check_data(x, name)  # NaN/inf get check_data's error
+        else:
+            x = check_data(x, name, ndim=2, dim=self.data_dim)
         if self.likelihood_name != "gaussian":
             lo, hi = (float(v) for v in torch.aminmax(x))
             if lo < 0 or hi > 1:
@@ -211,7 +218,7 @@ class VAE(GenerativeModel):
                     f"{name} must lie in [0, 1] for likelihood={self.likelihood_name!r}; got "
                     f"values in [{lo:.3g}, {hi:.3g}] (scale images by 1/255)"
                 )
-            if self.likelihood_name == "bernoulli" and not is_binary(x):
+            if self.likelihood_name == "bernoulli":
                 raise ValueError(
                     f"{name} must be binary (0/1) for likelihood='bernoulli'; binarize it (e.g. "
                     "probgen.data.load_mnist_idx(..., binarize='threshold')) or use "
@@ -311,7 +318,7 @@ class VAE(GenerativeModel):
         if size is None:
             raise ValueError("model needs data x or a number of draws n")
         y1h = self._labels(y, size, self.prior_loc)
-        with pyro.plate(self.data_plate, size):
+        with plate(self.data_plate, size):
             with self._beta():
                 z = pyro.sample(LATENT, self.latent_prior())
             return pyro.sample(OBS, self._likelihood(z, y1h), obs=x)
@@ -321,7 +328,7 @@ class VAE(GenerativeModel):
         if x is None:
             raise ValueError("the guide encodes data: call guide(x), not guide(None)")
         posterior = self._posterior(x, self._labels(y, x.shape[0], x))
-        with pyro.plate(self.data_plate, x.shape[0]):
+        with plate(self.data_plate, x.shape[0]):
             with self._beta():
                 pyro.sample(LATENT, posterior)
 

@@ -14,7 +14,12 @@ __all__ = ["check_count", "check_data"]
 
 
 def check_data(
-    data: Any, name: str = "data", *, ndim: int | None = None, dim: int | None = None
+    data: Any,
+    name: str = "data",
+    *,
+    ndim: int | None = None,
+    dim: int | None = None,
+    finite: bool = True,
 ) -> Tensor:
     """Returns ``data`` as a floating tensor after checking it.
 
@@ -23,6 +28,8 @@ def check_data(
         name: the argument's name, for error messages.
         ndim: required number of dimensions, if any.
         dim: required size of the last dimension, if any.
+        finite: check for NaN/inf entries (a caller whose own value check implies finiteness,
+            e.g. a binary-data check, skips this pass over the data).
 
     Raises:
         ValueError: empty, wrong number of dimensions, wrong trailing size, or NaN/inf entries.
@@ -49,10 +56,10 @@ def check_data(
         raise ValueError(
             f"{name} has {x.shape[-1]} features per row; the model was fitted with {dim}"
         )
-    if not all_finite(x):
-        finite = torch.isfinite(x)
-        bad = (~finite).nonzero()[0].tolist()
-        count = int((~finite).sum())
+    if finite and not all_finite(x):
+        finite_mask = torch.isfinite(x)
+        bad = (~finite_mask).nonzero()[0].tolist()
+        count = int((~finite_mask).sum())
         raise ValueError(
             f"{name} contains {count} NaN/inf value(s), the first at index {tuple(bad)}; "
             "remove or impute them before fitting"
@@ -73,7 +80,7 @@ def check_count(value: Any, name: str, minimum: int = 1) -> int:
 
 #: Elements per block of the blockwise checks (1 MiB of float32): a full-size temporary of a large
 #: data set costs page faults that dominate the check (MNIST's 50,000 x 784 binary test: 0.6 s
-#: in one piece, 0.045 s in blocks of 2^18; 2^14 pays 0.11 s of per-block overhead instead).
+#: in one piece, 0.035 s in blocks of 2^18; 2^14 pays 0.07 s of per-block overhead instead).
 _BLOCK = 2**18
 
 
@@ -89,9 +96,12 @@ def all_finite(x: Tensor) -> bool:
 
 
 def is_binary(x: Tensor) -> bool:
-    """Whether every element of ``x`` is 0 or 1 (``x^2 - x = 0``), blockwise."""
+    """Whether every element of ``x`` is 0 or 1 (``x - x^2 = 0``, exact in floats), blockwise.
+
+    NaN and +-inf fail the test, so a ``True`` also proves ``x`` finite and within [0, 1].
+    """
     return not any(
-        bool(torch.addcmul(b, b, b, value=-1).any()) for b in x.reshape(-1).split(_BLOCK)
+        bool(torch.addcmul(b, b, b, value=-1).count_nonzero()) for b in x.reshape(-1).split(_BLOCK)
     )
 
 
