@@ -210,7 +210,8 @@ def test_to_csv_round_trips_the_numbers(gmm_comparison):
 
 def test_figures_for_two_dimensional_data(gmm_comparison):
     figs = gmm_comparison.figures()
-    assert set(figs) == {"loss", "density"}
+    # k-hat of the SVI guide, and the posterior draws of the methods that have them
+    assert set(figs) == {"loss", "density", "khat", "posterior"}
     assert all(isinstance(f, Figure) for f in figs.values())
     loss_axes = [ax for ax in figs["loss"].axes if ax.get_visible()]
     assert [ax.get_title() for ax in loss_axes] == METHODS
@@ -321,7 +322,7 @@ def test_empty_methods(faithful):
 
 
 def test_unknown_method(faithful):
-    with pytest.raises(ValueError, match=r"unknown method 'bogus'.*allowed: em, map, svi, nuts"):
+    with pytest.raises(ValueError, match=r"unknown method 'bogus'.*allowed: em, map, laplace"):
         probgen.compare(GaussianMixture(2), faithful, ["bogus"])
 
 

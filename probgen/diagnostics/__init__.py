@@ -20,6 +20,13 @@ variational fits       :func:`elbo`, :func:`iwae_bound`, :func:`elbo_gap`, :func
 """
 
 from probgen.diagnostics._base import Estimate, Samples
+from probgen.diagnostics.accuracy import (
+    MEAN_ERROR_OK,
+    SD_ERROR_OK,
+    AccuracyReport,
+    ParameterAccuracy,
+    posterior_accuracy,
+)
 from probgen.diagnostics.divergences import (
     cross_entropy,
     entropy,
@@ -56,7 +63,11 @@ __all__ = [
     "KHAT_BAD",
     "KHAT_GOOD",
     "KHAT_OK",
+    "MEAN_ERROR_OK",
+    "SD_ERROR_OK",
+    "AccuracyReport",
     "Estimate",
+    "ParameterAccuracy",
     "Samples",
     "classifier_two_sample_test",
     "conditional_entropy",
@@ -79,6 +90,7 @@ __all__ = [
     "log_importance_weights",
     "mmd",
     "mutual_information",
+    "posterior_accuracy",
     "psis_khat",
     "renyi_divergence",
     "self_information",

@@ -235,7 +235,12 @@ def run_svi(
                         for name, site in capture.trace.nodes.items()
                     }
                     named = _named_params(owners[0], owners[1], captured)
-                    opt = make_optimizer(optimizer, list(named.values()), lr)
+                    # A guide with nothing to learn (a fixed proposal) still gets its loss run.
+                    opt = (
+                        make_optimizer(optimizer, list(named.values()), lr)
+                        if named
+                        else torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+                    )
                 else:
                     try:
                         with scaled:
