@@ -1,4 +1,4 @@
-"""``fit(model, data, method=...)``: one entry point for EM, MAP, SVI and NUTS.
+"""``fit(model, data, method=...)``: one entry point for EM, MAP, SVI, importance sampling, NUTS.
 
 Every method returns a :class:`~probgen.Fit` and leaves the model holding its point estimate in
 ``model.params_``. Options are declared per method (dataclasses below); an unknown option is an
@@ -7,9 +7,10 @@ error that lists the allowed ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyro
@@ -17,11 +18,14 @@ import torch
 from pyro import poutine
 from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from probgen.core import GenerativeModel
 from probgen.infer import elbos, pointwise
 from probgen.infer.em import run_em
+from probgen.infer.importance import importance_sample
 from probgen.infer.mcmc import RHAT_CONVERGED, convergence_diagnostics, run_nuts, unconstrained_mean
 from probgen.infer.result import Fit
 from probgen.infer.svi import run_svi
@@ -49,7 +53,7 @@ class EMOptions(_Common):
 
 @dataclasses.dataclass(frozen=True)
 class SVIOptions(_Common):
-    """``method="svi"`` and ``"map"``.
+    """``method="svi"``, ``"map"`` and ``"is"`` (SVI, then importance sampling from the guide).
 
     Attributes:
         guide: autoguide name (see :data:`probgen.infer.elbos.GUIDES`), a guide callable, or
@@ -64,7 +68,8 @@ class SVIOptions(_Common):
         validation_context: the ``context`` of ``validation_data`` (same keys as ``context``).
         tol: plateau tolerance (nats per point) behind ``Fit.converged``.
         num_draws: posterior draws of the global sites taken from the fitted guide (None: the
-            family's ``default_num_draws``, 1000 unless it says otherwise).
+            family's ``default_num_draws``, 1000 unless it says otherwise); for ``"is"``, the
+            importance draws (each costs one pass of model and guide over the data).
     """
 
     guide: Any = None
@@ -143,23 +148,107 @@ def _probe(x: Tensor, context: Mapping[str, Tensor] | None) -> tuple[Tensor, dic
     return x[:PROBE_ROWS], {k: v[:PROBE_ROWS] for k, v in (context or {}).items()}
 
 
-def _probe_trace(model: GenerativeModel, x: Tensor, context: Mapping[str, Tensor] | None) -> Any:
-    """A prototype run on a few rows that leaves the random stream untouched.
-
-    Forking the RNG keeps a seeded ``fit`` drawing exactly what a hand-written loop with the
-    same seed draws (the benchmark checks the parameters agree).
-    """
+@contextlib.contextmanager
+def _forked_rng(x: Tensor) -> Iterator[None]:
+    """Leaves the random stream as it was: forking keeps a seeded ``fit`` drawing exactly what
+    a hand-written loop with the same seed draws (the benchmark checks the parameters agree)."""
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _probe_trace(model: GenerativeModel, x: Tensor, context: Mapping[str, Tensor] | None) -> Any:
+    """A prototype run on a few rows that leaves the random stream untouched."""
+    with _forked_rng(x):
         return pointwise.prototype_trace(model, *_probe(x, context))
 
 
-def _hidden_discrete(
-    model: GenerativeModel, x: Tensor, context: Mapping[str, Tensor] | None = None
-) -> tuple[list[str], int]:
-    trace = _probe_trace(model, x, context)
+def _hidden_discrete(trace: Any) -> tuple[list[str], int]:
     discrete = [n for n, s in trace.nodes.items() if pointwise.is_enumerable(s)]
     return discrete, pointwise.max_plate_nesting(trace)
+
+
+def _latent(site: Any) -> bool:
+    return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+
+
+def _check_nuts_sites(model: GenerativeModel, trace: Any) -> None:
+    """NUTS moves continuous sites and sums out enumerable discrete ones inside the data plate.
+
+    A discrete site with infinite support (Poisson, Geometric) cannot be enumerated, and one
+    outside the data plate would be summed out of the draws that the log-likelihood and the
+    objective need, so both are refused before sampling, not deep inside Pyro or after it.
+    """
+    for name, site in trace.nodes.items():
+        if not _latent(site) or not getattr(site["fn"].support, "is_discrete", False):
+            continue
+        kind = type(site["fn"]).__name__
+        if not pointwise.is_enumerable(site):
+            raise ValueError(
+                f"method='nuts' cannot handle the discrete latent site {name!r} ({kind}, no "
+                "finite support to enumerate): NUTS needs continuous latent sites, or discrete "
+                "ones with finite support inside the data plate that it can sum out by "
+                "enumeration. Marginalise it in the model, or use method='svi' with a guide that "
+                "samples it."
+            )
+        if all(f.name != model.data_plate for f in site["cond_indep_stack"]):
+            raise ValueError(
+                f"method='nuts' cannot handle the discrete latent site {name!r} ({kind}) outside "
+                f"the data plate {model.data_plate!r}: NUTS would sum it out, leaving no draws "
+                "of it for the log-likelihood. NUTS needs continuous latent sites, or discrete "
+                "ones with finite support inside the data plate. Sum it out in the model (a "
+                "mixture over its values), or use method='svi' with a guide that samples it."
+            )
+
+
+class _NoNewParams(Messenger):
+    """Answers ``pyro.param`` for a parameter that does not exist yet with its initial value,
+    without creating it: a probe on a few rows must not size a per-datum parameter by them."""
+
+    def _pyro_param(self, msg: Any) -> None:
+        args = msg["args"]
+        if len(args) < 2 or args[0] in pyro.get_param_store():
+            return  # existing parameters are read as usual
+        init = args[1]
+        msg["value"] = init() if callable(init) else init
+        msg["done"] = True
+
+
+def _check_guide_sites(
+    model: GenerativeModel,
+    guide: Callable[..., Any],
+    trace: Any,
+    x: Tensor,
+    context: Mapping[str, Tensor],
+    exempt: list[str],
+) -> None:
+    """Raises unless ``guide`` samples every latent site of the model outside ``exempt``.
+
+    Autoguides are built from the model and cover it by construction; a hand-written guide
+    that misses a site would otherwise leave Pyro sampling it from the prior inside the ELBO
+    (silently wrong) or fail deep inside. One guide run on the probe rows, with no parameter
+    created and the random stream untouched.
+    """
+    if isinstance(guide, autoguide.AutoGuide):
+        return
+    xp, cp = _probe(x, context)
+    with _forked_rng(x), torch.no_grad(), poutine.block(), _NoNewParams():
+        try:
+            guide_trace = poutine.trace(guide).get_trace(xp, **cp)
+        except (ValueError, RuntimeError, IndexError):
+            # A guide with per-datum parameters that already exist (an earlier fit) fits the
+            # full data only: run it there (the error, if it persists, is the guide's own).
+            guide_trace = poutine.trace(guide).get_trace(x, **context)
+    sampled = {n for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
+    missing = [
+        n for n, s in trace.nodes.items() if _latent(s) and n not in sampled and n not in exempt
+    ]
+    if missing:
+        raise ValueError(
+            f"the guide does not sample the latent site(s) {missing} of the model; it samples "
+            f"{sorted(sampled) or 'no site'}. A guide must sample every latent site of the model "
+            "(discrete sites that the 'enum' objective sums out excepted)."
+        )
 
 
 def _fit_em(model: GenerativeModel, x: Tensor, opts: EMOptions) -> Fit:
@@ -208,7 +297,8 @@ def _init_fn(
 def _fit_svi(
     model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str, context: dict[str, Tensor]
 ) -> Fit:
-    discrete, nesting = _hidden_discrete(model, x, context)
+    trace = _probe_trace(model, x, context)
+    discrete, nesting = _hidden_discrete(trace)
     program = model.model
     hidden = poutine.block(program, hide=discrete) if discrete else program
     guide_opt = "delta" if method == "map" else opts.guide
@@ -226,6 +316,7 @@ def _fit_svi(
         )
         if isinstance(guide, torch.nn.Module):
             guide.to(x.device)
+    _check_guide_sites(model, guide, trace, x, context, exempt=discrete)
     name = opts.objective or ("enum" if discrete else "elbo")
     objective_kwargs: dict[str, Any] = {"max_plate_nesting": max(nesting, 1)}
     if isinstance(name, str) and name in elbos.PER_DATUM:
@@ -277,8 +368,9 @@ def _fit_svi(
         # MAP first, then the Gaussian with the inverse Hessian at the mode (Laplace 1774).
         guide = guide.laplace_approximation(x, **context)
     num_draws = model.default_num_draws if opts.num_draws is None else opts.num_draws
+    # "is" draws its own (weighted) draws from the guide afterwards.
     params, draws = _guide_posterior(
-        model, guide, x, num_draws, point=method == "map", context=context
+        model, guide, x, num_draws, point=method in ("map", "is"), context=context
     )
     model.params_ = params
     diagnostics: dict[str, Any] = {"objective_name": name, "discrete_sites": discrete}
@@ -369,8 +461,51 @@ def _draw_guide(
     return {k: trace.nodes[k]["value"].detach() for k in sites if k in trace.nodes}
 
 
+def _fit_is(model: GenerativeModel, x: Tensor, opts: SVIOptions, context: dict[str, Tensor]) -> Fit:
+    """SVI as ``method="svi"``, then PSIS importance sampling with the fitted guide as proposal.
+
+    ``draws`` are ``num_draws`` draws resampled (systematically) by the smoothed weights;
+    ``params`` is the weighted posterior mean taken in each site's unconstrained space (as
+    NUTS's point estimate); ``diagnostics`` adds ``khat`` and ``ess`` (the importance sampling
+    effective sample size ``1 / sum w^2``) to SVI's.
+    """
+    if isinstance(opts.guide, str) and opts.guide == "delta":
+        raise ValueError(
+            "method='is' needs a guide with a density to weigh draws by; guide='delta' is a "
+            "point mass (that is method='map'). Use 'normal', 'mvn', 'lowrank', 'laplace' or "
+            "'iaf'."
+        )
+    with _forked_rng(x):
+        has_globals = bool(pointwise.global_site_shapes(model, *_probe(x, context)))
+    if not has_globals:
+        raise ValueError(
+            f"method='is' samples the global latent sites (parameters) of the model, and "
+            f"{type(model).__name__} has none: all its latent sites are per datum (a VAE's "
+            "codes). Use method='svi'; probgen.evaluate importance-samples per-datum likelihoods."
+        )
+    svi = _fit_svi(model, x, opts, "is", context)
+    start = time.perf_counter()
+    num_draws = model.default_num_draws if opts.num_draws is None else opts.num_draws
+    result = importance_sample(model, svi.guide, x, num_draws, context=context)
+    result = dataclasses.replace(result, draws=model.canonicalize(result.draws))
+    nodes = _probe_trace(model, x, context).nodes
+    supports = {name: nodes[name]["fn"].support for name in result.draws}
+    params = model.canonicalize(result.mean(supports))
+    resampled = result.resample(num_draws, _generator(result.log_weights.device, opts.seed))
+    model.params_ = params
+    return dataclasses.replace(
+        svi,
+        wall_time=svi.wall_time + time.perf_counter() - start,
+        params=params,
+        draws={k: v.unsqueeze(0) for k, v in resampled.items()},
+        diagnostics={**svi.diagnostics, "khat": result.khat, "ess": result.ess},
+    )
+
+
 def _fit_nuts(model: GenerativeModel, x: Tensor, opts: NUTSOptions) -> Fit:
-    _, nesting = _hidden_discrete(model, x)
+    trace = _probe_trace(model, x, None)
+    _check_nuts_sites(model, trace)
+    _, nesting = _hidden_discrete(trace)
     start = time.perf_counter()
     run = run_nuts(
         model.model,
@@ -421,10 +556,14 @@ METHODS: dict[str, tuple[type, Callable[..., Fit]]] = {
     "map": (SVIOptions, lambda m, x, o, c: _fit_svi(m, x, o, "map", c)),
     "svi": (SVIOptions, lambda m, x, o, c: _fit_svi(m, x, o, "svi", c)),
     "nuts": (NUTSOptions, lambda m, x, o, c: _fit_nuts(m, x, o)),
+    "is": (SVIOptions, lambda m, x, o, c: _fit_is(m, x, o, c)),
 }
 
 #: Methods that pass a ``context`` (e.g. a conditional VAE's labels) to model and guide.
-CONTEXT_METHODS = ("map", "svi")
+CONTEXT_METHODS = ("map", "svi", "is")
+
+#: Methods that take a ``guide``.
+GUIDE_METHODS = ("svi", "is")
 
 
 def fit(
@@ -445,16 +584,26 @@ def fit(
         data: ``[N, ...]`` tensor or array (float64 arrays stay float64). Moved to ``device``.
         method: ``"em"`` (closed-form EM, families with ``supports_em``), ``"map"`` (SVI with a
             point-mass guide: maximum a posteriori), ``"svi"`` (variational inference with any
-            guide and objective) or ``"nuts"`` (Pyro's NUTS, discrete sites enumerated).
-        guide: for ``"svi"``, an autoguide name or a guide callable (see :class:`SVIOptions`).
+            guide and objective), ``"is"`` (``"svi"``, then Pareto-smoothed importance sampling
+            of the global sites with the fitted guide as proposal,
+            :mod:`probgen.infer.importance`) or ``"nuts"`` (Pyro's NUTS, discrete sites
+            enumerated).
+        guide: for ``"svi"`` and ``"is"``, an autoguide name or a guide callable (see
+            :class:`SVIOptions`); a callable must sample every latent site of the model
+            (discrete sites that ``"enum"`` sums out excepted).
         context: per-datum conditioning inputs passed as keyword arguments to model and guide,
             e.g. ``{"y": labels}`` for a conditional VAE; each has ``N`` rows and is sliced with
-            the minibatches (``"svi"`` and ``"map"`` only).
-        **options: method options: :class:`EMOptions`, :class:`SVIOptions`,
+            the minibatches (``"svi"``, ``"map"`` and ``"is"`` only).
+        **options: method options: :class:`EMOptions`, :class:`SVIOptions` (also ``"is"``),
             :class:`NUTSOptions`; all take ``seed``, ``device`` and ``progress``.
 
     Returns:
         The :class:`Fit`; ``model.params_`` holds the point estimate.
+
+    Raises:
+        ValueError: an unknown method or option, bad data or context, a guide that misses a
+            latent site of the model, ``"nuts"`` on a discrete latent site it cannot sum out,
+            ``"is"`` on a model without global latent sites or with a point-mass guide.
 
     Example:
         >>> from models.gmm import GaussianMixture
@@ -465,8 +614,11 @@ def fit(
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     cls, runner = METHODS[method]
     if guide is not None:
-        if method != "svi":
-            raise ValueError(f"guide= is an option of method 'svi', not {method!r}")
+        if method not in GUIDE_METHODS:
+            raise ValueError(
+                f"guide= is an option of method {' and '.join(map(repr, GUIDE_METHODS))}, not "
+                f"{method!r}"
+            )
         if isinstance(model, GenerativeModel) or isinstance(guide, str):
             options["guide"] = guide
     opts = _options(cls, method, options)
