@@ -25,7 +25,7 @@ from probgen.cli import main
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAITHFUL_N = 272
 TRAIN_N = FAITHFUL_N - round(0.2 * FAITHFUL_N)  # --test-fraction defaults to 0.2
-OUTPUTS = {"table.md", "table.csv", "loss.png", "density.png", "em.nc", "map.nc"}
+OUTPUTS = {"table.md", "table.csv", "loss.png", "density.png", "em.nc", "map.nc", "report.html"}
 
 
 def _exit_code(argv: list[str]) -> int:
