@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from probgen.core import GenerativeModel
-from probgen.diagnostics.accuracy import posterior_accuracy
-from probgen.diagnostics.vi import psis_khat
+from probgen.diagnostics.accuracy import MEAN_ERROR_OK, SD_ERROR_OK, posterior_accuracy
+from probgen.diagnostics.vi import KHAT_OK, psis_khat
 from probgen.infer import pointwise
 from probgen.infer.fit import fit
 from probgen.infer.result import Fit
@@ -234,6 +234,7 @@ def compare(
     test_data: Any = None,
     *,
     reference: Mapping[str, Any] | None = None,
+    reference_map: Callable[[dict[str, Tensor]], Mapping[str, Tensor]] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -264,6 +265,11 @@ def compare(
         test_data: optional held-out data for the ``test LL/pt`` column.
         reference: reference posterior draws, site name -> ``[chains, draws, *shape]`` or
             ``[draws, *shape]``, for every global latent site of the model.
+        reference_map: maps a fit's draws (site -> ``[chains, draws, *shape]``) to the
+            reference's parameters when they differ from the model's sites, e.g. a
+            non-centred model's ``theta = mu + tau * theta_trans``
+            (``models.posteriordb.EightSchoolsNoncentered.stan_parameters``). The reference
+            must then be ``[chains, draws, *shape]``.
         options: per-method options for :func:`probgen.fit`, e.g.
             ``{"nuts": {"num_samples": 200}, "meanfield": {"steps": 3000}}``.
         seed: seed of every run (unless a method's options give one).
@@ -285,7 +291,10 @@ def compare(
     x = check_data(data, "data")
     xt = None if test_data is None else check_data(test_data, "test_data")
     build = _factory(model)
-    ref = None if reference is None else _check_reference(build(), x, reference)
+    ref = None
+    if reference is not None:
+        sites = None if reference_map is not None else pointwise.global_site_shapes(build(), x)
+        ref = _check_reference(sites, x, reference)
     fits: dict[str, Fit] = {}
     rows = []
     accuracy: list[dict[str, Any]] = []
@@ -297,7 +306,9 @@ def compare(
         row = _row(result, x, xt, khat_draws)
         row["method"] = method
         if ref is not None:
-            summary, per_parameter = _accuracy(result, ref, row["khat"])
+            draws = result.posterior()
+            mapped = dict(reference_map(draws)) if reference_map is not None else draws
+            summary, per_parameter = _accuracy(mapped, ref, row["khat"])
             row.update(summary)
             accuracy.extend({"method": method, **r} for r in per_parameter)
         rows.append({column: row.get(column) for column in COLUMNS})
@@ -305,12 +316,15 @@ def compare(
 
 
 def _check_reference(
-    model: GenerativeModel, x: Tensor, reference: Mapping[str, Any]
+    shapes: Mapping[str, Any] | None, x: Tensor, reference: Mapping[str, Any]
 ) -> dict[str, Tensor]:
-    """The reference draws as tensors, after checking they name the model's global sites."""
+    """The reference draws as ``[chains, draws, *shape]`` tensors, after checking they name the
+    model's global sites (``shapes``; ``None`` when a ``reference_map`` renames the sites: the
+    names are then checked against the mapped draws, by ``posterior_accuracy``)."""
     if not isinstance(reference, Mapping):
         raise TypeError(f"reference must map site names to draws, got {type(reference).__name__}")
-    shapes = pointwise.global_site_shapes(model, x)
+    if shapes is None:
+        return {k: torch.as_tensor(v, dtype=x.dtype) for k, v in reference.items()}
     missing = sorted(set(shapes) - set(reference))
     extra = sorted(set(reference) - set(shapes))
     if missing or extra:
@@ -365,12 +379,21 @@ def _row(result: Fit, x: Tensor, xt: Tensor | None, khat_draws: int) -> dict[str
 
 
 def _accuracy(
-    result: Fit, reference: Mapping[str, Tensor], khat: float | None
+    draws: Mapping[str, Tensor], reference: Mapping[str, Tensor], khat: float | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The row's accuracy columns and the per-parameter rows, against ``reference``."""
-    report = posterior_accuracy(result.posterior(), reference, khat=khat)
+    report = posterior_accuracy(draws, reference, khat=khat)
     summary = report.summary_row()
-    verdict = summary["verdict"] + (f" ({summary['reason']})" if summary["reason"] else "")
+    verdict = summary["verdict"]
+    if verdict != "ok":  # the table's short form; the full reasons are in report.reasons
+        worst = []
+        if khat is not None and khat >= KHAT_OK:
+            worst.append(f"k-hat {khat:.2f}")
+        if abs(summary["worst_mean_error"]) >= MEAN_ERROR_OK:
+            worst.append(f"mean {summary['worst_mean_parameter']}")
+        if abs(summary["worst_sd_error"]) >= SD_ERROR_OK:
+            worst.append(f"sd {summary['worst_sd_parameter']}")
+        verdict += f" ({', '.join(worst) or summary['reason']})"
     return {
         "mean_error": summary["worst_mean_error"],
         "sd_error": summary["worst_sd_error"],
