@@ -14,7 +14,7 @@ The public surface::
     probgen.families          the family registry (entry-point group "probgen.families")
 """
 
-from probgen import data, diagnostics, evaluate, latent, nn
+from probgen import calibration, data, diagnostics, evaluate, latent, nn
 from probgen.compare import Comparison, compare
 from probgen.core import GenerativeModel, NotFittedError
 from probgen.infer.em import ConvergenceWarning
@@ -43,6 +43,7 @@ __all__ = [
     "NonFiniteError",
     "NotFittedError",
     "PyroProgram",
+    "calibration",
     "compare",
     "data",
     "diagnostics",

@@ -63,3 +63,21 @@ def test_readme_vae_example_runs(capsys):
         assert line.endswith("nats (importance-sampling, n=1000)")
         # Bernoulli log-probabilities of 784 pixels: negative, and far above the uniform 784 log 2.
         assert -784 * math.log(2) < float(line.split()[0]) < 0
+
+
+def test_readme_which_method_example_runs(capsys, tmp_path, monkeypatch):
+    """The eight-schools example with 600 steps instead of 2000 (the flags it prints are the
+    same: the funnel is not a matter of budget) and the report written to a temporary path."""
+    root = ROOT.parent / "shared" / "data" / "posteriordb"
+    if not root.exists():
+        pytest.skip(f"posteriordb subset not found at {root}")
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (example,) = [b for b in blocks if "eight_schools_centered" in b]
+    example = example.replace('"../shared/data/posteriordb"', repr(str(root)))
+    example = example.replace('"steps": 2000', '"steps": 600')
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith(("| meanfield", "| fullrank"))]
+    assert len(rows) == 2 and all("unreliable" in r for r in rows)
+    assert (tmp_path / "eight_schools.html").read_text().count("data:image/png;base64,") >= 2
