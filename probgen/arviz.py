@@ -475,3 +475,41 @@ def plot_pareto_k(elpd: az.ELPDData, ax: Axes | None = None) -> Figure:
     ax.set_xlabel("observation")
     ax.set_ylabel("Pareto k")
     return ax.figure  # type: ignore[return-value]
+
+
+def model_comparison_report(
+    fits: Mapping[str, Fit],
+    data: Any,
+    *,
+    title: str = "Model comparison by PSIS-LOO",
+    **kwargs: Any,
+) -> Any:
+    """A :class:`probgen.report.Report` of :func:`compare_models`: ArviZ's table, its plot,
+    and each model's Pareto k per observation (``.to_html()`` is one self-contained page).
+
+    Args:
+        fits, data: as in :func:`compare_models`.
+        title: the report's title.
+        **kwargs: further arguments of :func:`loo` (``num_draws``, ``seed``).
+    """
+    from probgen.report import Report
+
+    elpds = {str(name): loo(f, data, **kwargs) for name, f in fits.items()}
+    table = compare_models(elpds, data)
+    report = Report(title)
+    report.add_text(
+        "Models ranked by expected log predictive density, estimated by Pareto-smoothed "
+        "importance-sampling leave-one-out (Vehtari, Gelman & Gabry 2017); variational fits use "
+        "importance-corrected ratios (Magnusson et al. 2019). Pareto k above 0.7 marks "
+        "observations whose estimate is unreliable."
+    )
+    columns = ["model", *map(str, table.columns)]
+    rows = [
+        [str(name), *row]
+        for name, row in zip(table.index, table.itertuples(index=False), strict=True)
+    ]
+    report.add_table("az.compare", columns, rows)
+    report.add_figure("ELPD by model", plot_compare(table), name="compare")
+    for name, elpd in elpds.items():
+        report.add_figure(f"Pareto k: {name}", plot_pareto_k(elpd), name=f"pareto_k_{name}")
+    return report

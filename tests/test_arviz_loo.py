@@ -416,3 +416,22 @@ def test_bad_compare_arguments(svi_fit, y, gmm_table):
         plot_compare(gmm_table.drop(columns=["dse"]))
     with pytest.raises(ValueError, match=r"result of loo\(\)"):
         plot_pareto_k(gmm_table)
+
+
+def test_model_comparison_report_embeds_table_and_figures():
+    from probgen.arviz import model_comparison_report
+
+    x = torch.randn(30, generator=torch.Generator().manual_seed(3)).double()
+    fits = {}
+    for name, scale in (("narrow", 0.2), ("wide", 2.0)):
+
+        def model(data, n=None, scale=scale):
+            loc = pyro.sample("loc", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 5.0))
+            with pyro.plate("data", len(data) if data is not None else n):
+                return pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+        fits[name] = probgen.fit(model, x, method="svi", guide="normal", steps=200, lr=0.05)
+    html = model_comparison_report(fits, x, num_draws=200).to_html()
+    # the true scale is 1: per point, log N(x | 0, 2) ~ -1.7 beats log N(x | 0, 0.2) ~ -11.8
+    assert html.index(">wide<") < html.index(">narrow<")
+    assert html.count("data:image/png;base64,") == 3  # compare plot + two Pareto k plots
