@@ -7,10 +7,9 @@ error that lists the allowed ones.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyro
@@ -18,12 +17,10 @@ import torch
 from pyro import poutine
 from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from probgen.core import GenerativeModel
-from probgen.infer import elbos, pointwise
+from probgen.infer import elbos, pointwise, probe
 from probgen.infer.em import run_em
 from probgen.infer.importance import importance_sample
 from probgen.infer.mcmc import RHAT_CONVERGED, convergence_diagnostics, run_nuts, unconstrained_mean
@@ -139,118 +136,6 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-#: Rows of data a prototype run of the model sees: its sites and plates, not its values, are
-#: wanted, and a full-data run of a deep model costs as much as many training steps.
-PROBE_ROWS = 8
-
-
-def _probe(x: Tensor, context: Mapping[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
-    return x[:PROBE_ROWS], {k: v[:PROBE_ROWS] for k, v in (context or {}).items()}
-
-
-@contextlib.contextmanager
-def _forked_rng(x: Tensor) -> Iterator[None]:
-    """Leaves the random stream as it was: forking keeps a seeded ``fit`` drawing exactly what
-    a hand-written loop with the same seed draws (the benchmark checks the parameters agree)."""
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
-def _probe_trace(model: GenerativeModel, x: Tensor, context: Mapping[str, Tensor] | None) -> Any:
-    """A prototype run on a few rows that leaves the random stream untouched."""
-    with _forked_rng(x):
-        return pointwise.prototype_trace(model, *_probe(x, context))
-
-
-def _hidden_discrete(trace: Any) -> tuple[list[str], int]:
-    discrete = [n for n, s in trace.nodes.items() if pointwise.is_enumerable(s)]
-    return discrete, pointwise.max_plate_nesting(trace)
-
-
-def _latent(site: Any) -> bool:
-    return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-
-
-def _check_nuts_sites(model: GenerativeModel, trace: Any) -> None:
-    """NUTS moves continuous sites and sums out enumerable discrete ones inside the data plate.
-
-    A discrete site with infinite support (Poisson, Geometric) cannot be enumerated, and one
-    outside the data plate would be summed out of the draws that the log-likelihood and the
-    objective need, so both are refused before sampling, not deep inside Pyro or after it.
-    """
-    for name, site in trace.nodes.items():
-        if not _latent(site) or not getattr(site["fn"].support, "is_discrete", False):
-            continue
-        kind = type(site["fn"]).__name__
-        if not pointwise.is_enumerable(site):
-            raise ValueError(
-                f"method='nuts' cannot handle the discrete latent site {name!r} ({kind}, no "
-                "finite support to enumerate): NUTS needs continuous latent sites, or discrete "
-                "ones with finite support inside the data plate that it can sum out by "
-                "enumeration. Marginalise it in the model, or use method='svi' with a guide that "
-                "samples it."
-            )
-        if all(f.name != model.data_plate for f in site["cond_indep_stack"]):
-            raise ValueError(
-                f"method='nuts' cannot handle the discrete latent site {name!r} ({kind}) outside "
-                f"the data plate {model.data_plate!r}: NUTS would sum it out, leaving no draws "
-                "of it for the log-likelihood. NUTS needs continuous latent sites, or discrete "
-                "ones with finite support inside the data plate. Sum it out in the model (a "
-                "mixture over its values), or use method='svi' with a guide that samples it."
-            )
-
-
-class _NoNewParams(Messenger):
-    """Answers ``pyro.param`` for a parameter that does not exist yet with its initial value,
-    without creating it: a probe on a few rows must not size a per-datum parameter by them."""
-
-    def _pyro_param(self, msg: Any) -> None:
-        args = msg["args"]
-        if len(args) < 2 or args[0] in pyro.get_param_store():
-            return  # existing parameters are read as usual
-        init = args[1]
-        msg["value"] = init() if callable(init) else init
-        msg["done"] = True
-
-
-def _check_guide_sites(
-    model: GenerativeModel,
-    guide: Callable[..., Any],
-    trace: Any,
-    x: Tensor,
-    context: Mapping[str, Tensor],
-    exempt: list[str],
-) -> None:
-    """Raises unless ``guide`` samples every latent site of the model outside ``exempt``.
-
-    Autoguides are built from the model and cover it by construction; a hand-written guide
-    that misses a site would otherwise leave Pyro sampling it from the prior inside the ELBO
-    (silently wrong) or fail deep inside. One guide run on the probe rows, with no parameter
-    created and the random stream untouched.
-    """
-    if isinstance(guide, autoguide.AutoGuide):
-        return
-    xp, cp = _probe(x, context)
-    with _forked_rng(x), torch.no_grad(), poutine.block(), _NoNewParams():
-        try:
-            guide_trace = poutine.trace(guide).get_trace(xp, **cp)
-        except (ValueError, RuntimeError, IndexError):
-            # A guide with per-datum parameters that already exist (an earlier fit) fits the
-            # full data only: run it there (the error, if it persists, is the guide's own).
-            guide_trace = poutine.trace(guide).get_trace(x, **context)
-    sampled = {n for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
-    missing = [
-        n for n, s in trace.nodes.items() if _latent(s) and n not in sampled and n not in exempt
-    ]
-    if missing:
-        raise ValueError(
-            f"the guide does not sample the latent site(s) {missing} of the model; it samples "
-            f"{sorted(sampled) or 'no site'}. A guide must sample every latent site of the model "
-            "(discrete sites that the 'enum' objective sums out excepted)."
-        )
-
-
 def _fit_em(model: GenerativeModel, x: Tensor, opts: EMOptions) -> Fit:
     if not model.supports_em:
         raise ValueError(
@@ -297,8 +182,8 @@ def _init_fn(
 def _fit_svi(
     model: GenerativeModel, x: Tensor, opts: SVIOptions, method: str, context: dict[str, Tensor]
 ) -> Fit:
-    trace = _probe_trace(model, x, context)
-    discrete, nesting = _hidden_discrete(trace)
+    trace = probe.probe_trace(model, x, context)
+    discrete, nesting = probe.hidden_discrete(trace)
     program = model.model
     hidden = poutine.block(program, hide=discrete) if discrete else program
     guide_opt = "delta" if method == "map" else opts.guide
@@ -316,7 +201,7 @@ def _fit_svi(
         )
         if isinstance(guide, torch.nn.Module):
             guide.to(x.device)
-    _check_guide_sites(model, guide, trace, x, context, exempt=discrete)
+    probe.check_guide_sites(model, guide, trace, x, context, exempt=discrete)
     name = opts.objective or ("enum" if discrete else "elbo")
     objective_kwargs: dict[str, Any] = {"max_plate_nesting": max(nesting, 1)}
     if isinstance(name, str) and name in elbos.PER_DATUM:
@@ -430,7 +315,7 @@ def _guide_posterior(
     a family's ``guide_median`` for its own guide), else the draws' mean in the unconstrained
     space (flows).
     """
-    globals_ = pointwise.global_site_shapes(model, *_probe(x, context))
+    globals_ = pointwise.global_site_shapes(model, *probe.probe(x, context))
     draws = None
     if not globals_:  # only local latents (a VAE): nothing global to summarise
         return {}, None
@@ -475,8 +360,8 @@ def _fit_is(model: GenerativeModel, x: Tensor, opts: SVIOptions, context: dict[s
             "point mass (that is method='map'). Use 'normal', 'mvn', 'lowrank', 'laplace' or "
             "'iaf'."
         )
-    with _forked_rng(x):
-        has_globals = bool(pointwise.global_site_shapes(model, *_probe(x, context)))
+    with probe.forked_rng(x):
+        has_globals = bool(pointwise.global_site_shapes(model, *probe.probe(x, context)))
     if not has_globals:
         raise ValueError(
             f"method='is' samples the global latent sites (parameters) of the model, and "
@@ -488,7 +373,7 @@ def _fit_is(model: GenerativeModel, x: Tensor, opts: SVIOptions, context: dict[s
     num_draws = model.default_num_draws if opts.num_draws is None else opts.num_draws
     result = importance_sample(model, svi.guide, x, num_draws, context=context)
     result = dataclasses.replace(result, draws=model.canonicalize(result.draws))
-    nodes = _probe_trace(model, x, context).nodes
+    nodes = probe.probe_trace(model, x, context).nodes
     supports = {name: nodes[name]["fn"].support for name in result.draws}
     params = model.canonicalize(result.mean(supports))
     resampled = result.resample(num_draws, _generator(result.log_weights.device, opts.seed))
@@ -503,9 +388,9 @@ def _fit_is(model: GenerativeModel, x: Tensor, opts: SVIOptions, context: dict[s
 
 
 def _fit_nuts(model: GenerativeModel, x: Tensor, opts: NUTSOptions) -> Fit:
-    trace = _probe_trace(model, x, None)
-    _check_nuts_sites(model, trace)
-    _, nesting = _hidden_discrete(trace)
+    trace = probe.probe_trace(model, x, None)
+    probe.check_nuts_sites(model, trace)
+    _, nesting = probe.hidden_discrete(trace)
     start = time.perf_counter()
     run = run_nuts(
         model.model,

@@ -34,13 +34,10 @@ from pyro.ops.stats import fit_generalized_pareto
 from torch import Tensor
 
 from probgen.diagnostics.vi import khat_from_log_weights, log_importance_weights
-from probgen.infer import pointwise
+from probgen.infer import pointwise, probe
 from probgen.validation import check_count
 
 __all__ = ["ImportanceResult", "importance_sample", "pareto_smooth"]
-
-#: Rows of data used to find the model's global sites (their names and shapes, not values).
-_PROBE_ROWS = 8
 
 
 # --------------------------------------------------------------------------- smoothing
@@ -250,8 +247,7 @@ def importance_sample(
     num_draws = check_count(num_draws, "num_draws", 2)
     guide = pointwise.resolve_guide(model, guide)
     ctx = dict(context or {})
-    probe = {k: v[:_PROBE_ROWS] for k, v in ctx.items()}
-    sites = list(pointwise.global_site_shapes(model, x[:_PROBE_ROWS], probe))
+    sites = list(pointwise.global_site_shapes(model, *probe.probe(x, ctx)))
     if not sites:
         raise ValueError(
             "importance sampling needs global latent sites (parameters outside the data plate); "

@@ -20,7 +20,7 @@ from conjugate import data, model, posterior
 
 import probgen
 from probgen import GenerativeModel
-from probgen.infer import fit as fit_module
+from probgen.infer import probe as probe_module
 
 #: Monte Carlo errors in standard errors: P(|Z| > 4) = 6e-5 per comparison.
 Z = 4.0
@@ -198,7 +198,7 @@ def test_per_datum_guide_parameters_are_not_sized_by_the_probe():
 def test_the_check_leaves_the_random_stream_and_the_parameters_alone():
     x = _x(30)
     gm = probgen.PyroProgram(two_sites)
-    trace = fit_module._probe_trace(gm, x, None)
+    trace = probe_module.probe_trace(gm, x, None)
 
     def guide(x):
         loc = pyro.param("rand_loc", lambda: torch.randn((), dtype=F64))
@@ -206,7 +206,7 @@ def test_the_check_leaves_the_random_stream_and_the_parameters_alone():
         pyro.sample("scale", dist.LogNormal(loc, 1.0))
 
     state = torch.get_rng_state()
-    fit_module._check_guide_sites(gm, guide, trace, x, {}, exempt=[])
+    probe_module.check_guide_sites(gm, guide, trace, x, {}, exempt=[])
     assert torch.equal(torch.get_rng_state(), state)
     assert "rand_loc" not in pyro.get_param_store()
 
