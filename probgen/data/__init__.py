@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from probgen.data import posteriordb as posteriordb
 from probgen.data.mnist import load_binarized_mnist, load_mnist_idx
 
 __all__ = [
