@@ -168,13 +168,20 @@ class ImportanceResult:
         w = self.smoothed_log_weights.exp()
         out = {}
         for name, value in self.draws.items():
-            shaped = w.to(value).reshape((-1,) + (1,) * (value.dim() - 1))
             if supports is None:
-                out[name] = (shaped * value).sum(0)
+                out[name] = (_per_draw(w, value) * value).sum(0)
             else:
+                # The unconstrained value may have fewer dims (a correlation Cholesky factor's
+                # is a vector): shape the weights by it, not by the constrained value.
                 t = torch.distributions.biject_to(supports[name])
-                out[name] = t((shaped * t.inv(value)).sum(0))
+                u = t.inv(value)
+                out[name] = t((_per_draw(w, u) * u).sum(0))
         return out
+
+
+def _per_draw(w: Tensor, like: Tensor) -> Tensor:
+    """Weights ``[S]`` shaped ``[S, 1, ...]`` to broadcast over draws ``like`` ``[S, ...]``."""
+    return w.to(like).reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 # --------------------------------------------------------------------------- sampling

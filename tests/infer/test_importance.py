@@ -334,3 +334,24 @@ def test_guide_is_an_option_of_svi_and_is_only(x):
         ValueError, match="guide= is an option of method 'svi' and 'is', not 'nuts'"
     ):
         probgen.fit(model, x, method="nuts", guide="normal", progress=False)
+
+
+def test_unconstrained_mean_of_a_correlation_cholesky_factor():
+    # Its unconstrained value is a vector ([S, 1] for 2 x 2), not [S, 2, 2]: the weights must
+    # be shaped by it (a regression: they were shaped by the matrix and broadcast to [S, S, 1]).
+    s = 50
+    draws = pyro.distributions.LKJCholesky(2, 1.0).sample((s,)).double()
+    log_w = torch.zeros(s, dtype=torch.float64) - math.log(s)
+    result = ImportanceResult(
+        draws={"corr_chol": draws},
+        log_weights=log_w,
+        smoothed_log_weights=log_w,
+        khat=-math.inf,
+        ess=float(s),
+    )
+    support = pyro.distributions.LKJCholesky(2, 1.0).support
+    mean = result.mean({"corr_chol": support})["corr_chol"]
+    assert mean.shape == (2, 2)
+    torch.testing.assert_close(mean.norm(dim=-1), torch.ones(2, dtype=torch.float64))
+    t = torch.distributions.biject_to(support)
+    torch.testing.assert_close(mean, t(t.inv(draws).mean(0)))
