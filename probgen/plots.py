@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from probgen.diagnostics.accuracy import flatten_draws
 from probgen.infer.result import Fit
 
 __all__ = ["densities", "khat_bars", "loss_curves", "posterior_pairs"]
@@ -96,18 +97,11 @@ def khat_bars(khats: Mapping[str, float]) -> Figure:
 
 
 def _flat(draws: Mapping[str, torch.Tensor], names: list[str] | None = None) -> dict[str, Any]:
-    """Scalar parameters ``site[i,j]`` -> 1-D draws (chains pooled), in site order."""
-    out = {}
-    for site, v in draws.items():
-        v = v.detach().double().cpu()
-        flat = v.reshape(v.shape[0] * v.shape[1], -1) if v.dim() >= 2 else v.reshape(-1, 1)
-        shape = v.shape[2:]
-        for j in range(flat.shape[1]):
-            index = list(torch.unravel_index(torch.tensor(j), shape)) if shape else []
-            key = site + ("[" + ",".join(str(int(i)) for i in index) + "]" if shape else "")
-            if names is None or key in names:
-                out[key] = flat[:, j].numpy()
-    return out
+    """Scalar parameters ``site[i,j]`` -> 1-D draws (chains pooled), named and ordered as in
+    :func:`probgen.diagnostics.posterior_accuracy`."""
+    pooled = {s: v.detach().double().cpu().flatten(0, 1) for s, v in draws.items()}
+    keys, matrix = flatten_draws(pooled, list(pooled))
+    return {k: matrix[:, j].numpy() for j, k in enumerate(keys) if names is None or k in names}
 
 
 def posterior_pairs(

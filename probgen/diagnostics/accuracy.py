@@ -234,7 +234,7 @@ def _check_sites(draws: dict[str, Tensor], reference: dict[str, Tensor]) -> None
         )
 
 
-def _flatten(sites: dict[str, Tensor], order: Sequence[str]) -> tuple[list[str], Tensor]:
+def flatten_draws(sites: dict[str, Tensor], order: Sequence[str]) -> tuple[list[str], Tensor]:
     """Names ``site[i,j]`` (C order) and the draws as one ``[N, D]`` matrix."""
     names: list[str] = []
     for site in order:
@@ -346,8 +346,8 @@ def posterior_accuracy(
     x_sites = _as_draws(draws, "draws", sample_dims)
     y_sites = _as_draws(reference, "reference", reference_sample_dims)
     _check_sites(x_sites, y_sites)
-    names, x = _flatten(x_sites, list(x_sites))
-    _, y = _flatten(y_sites, list(x_sites))
+    names, x = flatten_draws(x_sites, list(x_sites))
+    _, y = flatten_draws(y_sites, list(x_sites))
     n, m = len(x), len(y)
     if m < 2:
         raise ValueError(f"reference has {m} draw(s); at least 2 are needed for its sd")
