@@ -32,7 +32,14 @@ from probgen.diagnostics._base import Estimate, mc_mean
 from probgen.infer import pointwise
 from probgen.validation import check_context, check_count
 
-__all__ = ["PARTICLE_PLATE", "bits_per_dim", "log_likelihood", "log_likelihood_pointwise"]
+__all__ = [
+    "PARTICLE_PLATE",
+    "Bound",
+    "bits_per_dim",
+    "likelihood_bound",
+    "log_likelihood",
+    "log_likelihood_pointwise",
+]
 
 #: Name of the vectorised plate that holds the importance particles.
 PARTICLE_PLATE = "_particles"
@@ -374,3 +381,7 @@ def bits_per_dim(
     if discrete_levels is not None:
         bpd = bpd + math.log2(discrete_levels)
     return Estimate(bpd, se / scale, estimator, unit="bits/dim", num_samples=k)
+
+
+# The per-term bound lives in its own module; it is part of this module's API.
+from probgen.bound import Bound, likelihood_bound  # noqa: E402

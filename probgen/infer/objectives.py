@@ -22,8 +22,16 @@ minibatch, ``log (1/K) sum_k prod_n w_nk``, which for more than a few data point
 tighter than the ELBO. Here point-mass globals stay outside the log-mean-exp.
 
 Site scales (minibatch ``N/B``, a beta-VAE's ``beta``) and masks are honoured as in Pyro. A guide
-with a non-reparameterisable site (discrete, or without ``rsample``) makes :class:`ELBO` hand the
-step to Pyro's ``Trace_ELBO`` (score-function gradients); :class:`IWAE` raises instead.
+with a non-reparameterisable site (discrete, or without ``rsample``) whose density depends on
+parameters makes :class:`ELBO` hand the step to Pyro's ``Trace_ELBO`` (score-function
+gradients); :class:`IWAE` raises instead. A parameter-free one (an auxiliary index drawn by the
+guide, such as a diffusion model's timestep) has no score-function term and stays on this path.
+
+A model site marked ``infer={"analytic_kl": True}`` is scored by :class:`ELBO` as
+``-KL(q(z | .) || p(z | .))`` in place of ``log p(z) - log q(z)`` at the draw (Rao-Blackwellised,
+as Pyro's ``TraceMeanField_ELBO`` does for every site; Kingma & Welling 2014, eq. 10). This is the
+conditional expectation of the same term, so the bound is unchanged, provided the guide draws the
+site after every model parent of it. Pyro's own ELBOs ignore the mark and stay Monte Carlo.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import get_rng_state, set_rng_state
 from torch import Tensor
+from torch.distributions import kl_divergence
 
 from probgen.infer.svi import DataPlateScale
 
@@ -68,15 +77,21 @@ class _Score(Messenger):
         values: Mapping[str, Tensor] | None,
         require_reparam: bool,
         data_scale: float = 1.0,
+        guide_fns: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.plate = plate
         self.data_scale = data_scale
         self.values = values
         self.require_reparam = require_reparam
+        self.guide_fns = guide_fns
         self.draws: dict[str, Tensor] = {}
         self.fns: dict[str, Any] = {}
-        self.terms: list[tuple[str, Tensor, Any, int | None]] = []
+        #: ``(name, log_prob, scale, data_dim)``; a guide site marked ``analytic_kl`` holds a
+        #: thunk until someone needs its density.
+        self.terms: list[tuple[str, Tensor | Callable[[], Tensor], Any, int | None]] = []
+        #: Model sites scored by ``-KL(q || p)`` (their guide terms are then left out).
+        self.analytic: set[str] = set()
 
     def _pyro_sample(self, msg: Any) -> None:
         if self.values is None or msg["is_observed"] or site_is_subsample(msg):
@@ -93,19 +108,49 @@ class _Score(Messenger):
     def _pyro_post_sample(self, msg: Any) -> None:
         if site_is_subsample(msg):
             return
-        fn, value = msg["fn"], msg["value"]
+        fn, value, mask = msg["fn"], msg["value"], msg["mask"]
+        lp: Tensor | Callable[[], Tensor] | None = None
         if self.values is None:
             if self.require_reparam and not msg["is_observed"] and not fn.has_rsample:
-                raise _NotReparameterized(msg["name"])
+                # A draw whose density has no parameters (an auxiliary index such as a
+                # diffusion's timestep) has a zero score-function term: pathwise is exact.
+                lp = fn.log_prob(value)
+                if lp.requires_grad:  # type: ignore[union-attr]
+                    raise _NotReparameterized(msg["name"])
             self.draws[msg["name"]] = value
             self.fns[msg["name"]] = fn
-        lp = fn.log_prob(value)
-        mask = msg["mask"]
-        if mask is not None and mask is not True:
-            lp = lp * 0.0 if mask is False else torch.where(mask, lp, lp.new_zeros(()))
+            if mask is False:
+                return  # masked out: no term (as in Pyro), and nothing to compute
+            if lp is None and msg["infer"].get("analytic_kl"):
+                # The model will most likely score this site by a KL and drop this term:
+                # compute it only if asked (:func:`_value`).
+                lp = _lazy(fn, value, mask)
+        elif mask is False:
+            return
+        elif self.guide_fns is not None and msg["infer"].get("analytic_kl"):
+            # E_q[log p - log q | parents] = -KL(q || p): exact when the guide has drawn every
+            # model parent of the site before it (true of a guide in topological order).
+            lp = _masked(-kl_divergence(self.guide_fns[msg["name"]], fn), mask)
+            self.analytic.add(msg["name"])
+        if lp is None:
+            lp = _masked(fn.log_prob(value), mask)
         data_dim = next((f.dim for f in msg["cond_indep_stack"] if f.name == self.plate), None)
         scale = msg["scale"] if data_dim is None else msg["scale"] * self.data_scale
         self.terms.append((msg["name"], lp, scale, data_dim))
+
+
+def _masked(lp: Tensor, mask: Any) -> Tensor:
+    if mask is None or mask is True:
+        return lp
+    return torch.where(mask, lp, lp.new_zeros(()))
+
+
+def _lazy(fn: Any, value: Tensor, mask: Any) -> Callable[[], Tensor]:
+    return lambda: _masked(fn.log_prob(value), mask)
+
+
+def _value(lp: Tensor | Callable[[], Tensor]) -> Tensor:
+    return lp if isinstance(lp, Tensor) else lp()
 
 
 class _ParticleObjective:
@@ -128,6 +173,9 @@ class _ParticleObjective:
         self.max_plate_nesting = max_plate_nesting
         self.data_plate = data_plate
         self._data_scale = 1.0
+        #: Honour ``infer={"analytic_kl": True}`` on model sites (the ELBO does; a bound on
+        #: per-sample log-weights such as IWAE cannot).
+        self.analytic_kl = False
 
     @contextlib.contextmanager
     def data_scale(self, scale: float) -> Iterator[None]:
@@ -153,7 +201,13 @@ class _ParticleObjective:
         q = _Score(self.data_plate, None, require_reparam=True, data_scale=self._data_scale)
         with q, self._particles():
             guide(*args, **kwargs)
-        p = _Score(self.data_plate, q.draws, require_reparam=False, data_scale=self._data_scale)
+        p = _Score(
+            self.data_plate,
+            q.draws,
+            require_reparam=False,
+            data_scale=self._data_scale,
+            guide_fns=q.fns if self.analytic_kl else None,
+        )
         with p, self._particles():
             model(*args, **kwargs)
         return q, p
@@ -178,6 +232,7 @@ class ELBO(_ParticleObjective):
         super().__init__(*args, **kwargs)
         self._fallback: Trace_ELBO | None = None
         self._lean_ok = False
+        self.analytic_kl = True
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
@@ -200,7 +255,7 @@ class ELBO(_ParticleObjective):
                 )
             else:
                 self._lean_ok = True
-                total = _scaled_sum(p) - _scaled_sum(q)
+                total = _scaled_sum(p) - _scaled_sum(q, skip=p.analytic)
                 if not isinstance(total, Tensor):
                     raise ValueError("the model and guide have no sample site to score")
                 return -total / self.num_particles
@@ -241,7 +296,8 @@ class IWAE(_ParticleObjective):
         local: Tensor | None = None
         global_: Tensor | float = 0.0
         for sign, score in ((1.0, p), (-1.0, q)):
-            for _, lp, scale, data_dim in score.terms:
+            for _, term, scale, data_dim in score.terms:
+                lp = _value(term)
                 if data_dim is None:
                     global_ = global_ + sign * (lp * scale).sum() / k
                     continue
@@ -267,8 +323,8 @@ class IWAE(_ParticleObjective):
         k, dim = self.num_particles, -self.max_plate_nesting - 1
         log_w: Tensor | float = 0.0
         for sign, score in ((1.0, p), (-1.0, q)):
-            for _, lp, scale, _ in score.terms:
-                lp = lp * scale
+            for _, term, scale, _ in score.terms:
+                lp = _value(term) * scale
                 if k > 1 and lp.dim() >= -dim and lp.shape[dim] == k:
                     per_particle = lp.movedim(dim, 0).reshape(k, -1).sum(-1)
                 else:  # no particle dimension: the same value for every particle
@@ -291,9 +347,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _scaled_sum(score: _Score) -> Tensor | float:
+def _scaled_sum(score: _Score, skip: set[str] | frozenset[str] = frozenset()) -> Tensor | float:
     total: Tensor | float = 0.0
-    for _, lp, scale, _ in score.terms:
+    for name, term, scale, _ in score.terms:
+        if name in skip:
+            continue
+        lp = _value(term)
         # A number scales the sum (one scalar op); a tensor scale (per-element) scales terms.
         if isinstance(scale, (int, float)):
             total = total + (lp.sum() if scale == 1.0 else lp.sum() * scale)
