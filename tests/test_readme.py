@@ -81,3 +81,14 @@ def test_readme_which_method_example_runs(capsys, tmp_path, monkeypatch):
     rows = [ln for ln in out.splitlines() if ln.startswith(("| meanfield", "| fullrank"))]
     assert len(rows) == 2 and all("unreliable" in r for r in rows)
     assert (tmp_path / "eight_schools.html").read_text().count("data:image/png;base64,") >= 2
+
+
+def test_readme_diffusion_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    (example,) = [b for b in blocks if "DDPM" in b]
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["prior", "diffusion", "decoder", "total"]
+    assert namespace["fast"].shape == (1000, 2)

@@ -94,6 +94,10 @@ class Recipe:
         num_mc: draws for the real-data Monte Carlo check.
         num_is_particles: importance particles per ``log_prob`` value in the Monte Carlo
             checks, for families whose ``log_prob`` is an estimate (None: the family's own).
+        log_prob_is_bound: ``log_prob`` is a stochastic lower bound on ``log p`` (a DDPM's
+            ``-L_vlb`` from one forward-process draw per step), neither a normalised law nor an
+            estimate whose ``exp`` is unbiased for ``p``: the sample/log_prob identities of check
+            3 do not hold for it, and that check is skipped.
     """
 
     build: Callable[[type], GenerativeModel]
@@ -104,6 +108,7 @@ class Recipe:
     conditions: tuple[Condition, ...] = ({},)
     num_mc: int = NUM_MC
     num_is_particles: int | None = None
+    log_prob_is_bound: bool = False
 
 
 def _two_clusters(g: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
@@ -148,6 +153,12 @@ _VAE_FIT: dict[str, Any] = {"method": "svi", "steps": 150, "lr": 2e-2}
 def _vae(**options: Any) -> Callable[[type], GenerativeModel]:
     """A tiny VAE (latent 2, one hidden layer of 16) for data of width 4."""
     return lambda cls: cls(4, latent_dim=2, hidden=(16,), **options)
+
+
+def _ddpm(cls: type) -> GenerativeModel:
+    """A tiny DDPM for 2-D data: T = 10 steps, a 2 x 32 time-conditioned MLP, learned reverse
+    variances (so the variance head is among the parameters the gradient check covers)."""
+    return cls(2, steps=10, hidden=(32, 32), variance="learned")  # type: ignore[no-any-return]
 
 
 #: Registered family name -> its fixture recipes. A newly registered family must add one here.
@@ -213,6 +224,16 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
             variant="bernoulli",
             support="binary",
             num_is_particles=1000,
+        ),
+    ),
+    "ddpm": (
+        Recipe(
+            build=_ddpm,
+            data=_two_clusters,
+            fit={"method": "svi", "steps": 200, "lr": 1e-2},
+            # -L_vlb: measured E_r[exp(log_prob) / r] = 1.93 (the single-draw estimate's exp is
+            # biased up) and 0.67 with 32 replicates averaged and bias-corrected (a loose bound).
+            log_prob_is_bound=True,
         ),
     ),
 }
@@ -477,6 +498,11 @@ def test_sample_and_log_prob_agree(case: Case) -> None:
     false-failure rate < 2^D * 1e-7 from the 6-sigma binomial tails, plus ~1e-6 for the t-test
     of the sum). Checked under each of the recipe's conditions (a conditional family's labels).
     """
+    if case.recipe.log_prob_is_bound:
+        pytest.skip(
+            f"{case.name}: log_prob is a stochastic lower bound on log p, not a normalised law "
+            "(or an unbiased estimate of one), so sample and log_prob need not agree"
+        )
     model = copy.deepcopy(case.model)  # the particle count below must not leak to other tests
     if case.recipe.num_is_particles is not None:
         model.num_is_particles = case.recipe.num_is_particles  # type: ignore[misc]
