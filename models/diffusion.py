@@ -18,10 +18,10 @@ Training uses the same bound through a cheaper program pair (``estimator="sample
 default): each datum draws one timestep ``t ~ U{1..T}`` and ``x_t ~ q(x_t | x_0)`` directly, and
 contributes ``T`` times its term (``L_{t-1}``, or ``L_0`` at ``t = 1``) plus ``L_T``; the
 timestep and ``x_t`` are drawn from the same distribution by model and guide, so their terms
-would cancel and both programs mask them out (auxiliary variables, never scored), and
-the ``x_{t-1}`` pair is scored by its analytic Gaussian KL (``infer={"analytic_kl": True}``, which
-probgen's ``ELBO`` honours and Pyro's ELBOs estimate by Monte Carlo). Its expectation is
-``L_vlb`` exactly. ``loss="simple"`` replaces the bound by Ho et al.'s
+would cancel and both programs mask them out (auxiliary variables, never scored), and ``x_T``
+and ``x_{t-1}`` are integrated out analytically: the model adds their Gaussian KLs as factors
+(Rao-Blackwellisation; no draws of them, no Monte Carlo noise from them). Its expectation under
+any ELBO, Pyro's included, is ``L_vlb`` exactly. ``loss="simple"`` replaces the bound by Ho et al.'s
 ``L_simple = E ||eps - eps_theta(x_t, t)||^2``: the ``t >= 2`` KL terms reweighted by
 ``1 / w_t``, ``w_t = beta_t^2 / (2 sigma_t^2 (1 - beta_t)(1 - abar_t))`` (their eq. 12), which is
 not a bound.
@@ -352,9 +352,11 @@ class DDPM(GenerativeModel):
                 y = pyro.sample(site(step), _normal(*self.process.q_step(y, t)))
 
     def sampled_model(self, x: Tensor) -> Tensor:
-        """``t ~ U{1..T}``, ``x_t ~ q(x_t | x_0)`` (as the guide), ``x_T ~ N(0, I)``, and ``T``
-        times the step's term: ``x_{t-1} ~ p_theta(x_{t-1} | x_t)`` or, at ``t = 1``, the
-        decoder on the observed ``x_0``. With ``loss="simple"``, the eps-MSE as a factor."""
+        """``t ~ U{1..T}`` and ``x_t ~ q(x_t | x_0)`` (drawn as the guide draws them, masked
+        out), then the chain's terms with ``x_T`` and ``x_{t-1}`` integrated out analytically:
+        the factor ``-L_T - T KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))`` (site
+        ``"kl"``) or, at ``t = 1``, ``-L_T`` and ``T`` times the decoder on the observed ``x_0``. With ``loss="simple"``,
+        the factor ``-||eps - eps_theta(x_t, t)||^2`` alone."""
         y0 = self.to_chain(x)
         size = x.shape[0]
         with plate(self.data_plate, size):
@@ -369,41 +371,35 @@ class DDPM(GenerativeModel):
                 )
                 pyro.factor("simple", -((eps - noise) ** 2).sum(-1))
                 return x
-            pyro.sample(
-                site(self.steps),
-                _normal(torch.zeros_like(y0), y0.new_ones(())),
-                infer={"analytic_kl": True},
-            )
             mean, log_var, _ = self.reverse(yt, t)
-            with poutine.scale(scale=float(self.steps)):
-                with poutine.mask(mask=t >= 2):
-                    pyro.sample("x_prev", _normal(mean, log_var.exp()), infer={"analytic_kl": True})
-                with poutine.mask(mask=t == 1):
-                    return pyro.sample(OBS, self.decoder(mean, log_var), obs=x)
+            later = t >= 2
+            kl = self._step_kl(y0, yt, t, mean, log_var)
+            # One factor for both analytic terms: a site fewer per step.
+            pyro.factor("kl", -(self._prior_kl(y0) + self.steps * torch.where(later, kl, 0.0)))
+            with poutine.scale(scale=float(self.steps)), poutine.mask(mask=~later):
+                return pyro.sample(OBS, self.decoder(mean, log_var), obs=x)
 
     def sampled_guide(self, x: Tensor) -> None:
-        """``t ~ U{1..T}``, ``x_t ~ q(x_t | x_0)``, ``x_T ~ q(x_T | x_0)`` and, where
-        ``t >= 2``, ``x_{t-1} ~ q(x_{t-1} | x_t, x_0)``."""
+        """``t ~ U{1..T}`` and ``x_t ~ q(x_t | x_0)``: the forward process at one random step
+        (auxiliary draws, masked out of the bound)."""
         y0 = self.to_chain(x)
         size = x.shape[0]
-        analytic = {"analytic_kl": True}  # the model scores these sites by their KL
-        with plate(self.data_plate, size):
-            with poutine.mask(mask=False):  # auxiliary: drawn alike by model and guide
-                t = pyro.sample("t", UniformTime(self.steps, torch.Size([size]), x.device))
-                yt = pyro.sample("x_t", _normal(*self.process.q_marginal(y0, t)))
-            if self.loss == "simple":
-                return
-            last = torch.full((size,), self.steps, device=x.device)
-            pyro.sample(
-                site(self.steps), _normal(*self.process.q_marginal(y0, last)), infer=analytic
-            )
-            mean, var = self.process.q_posterior(y0, yt, t)
-            # btilde_1 = 0: the t = 1 rows are masked out of the model's x_prev term, and any
-            # positive variance keeps their (unused) density finite.
-            var = torch.where((t >= 2).unsqueeze(-1), var, torch.ones_like(var))
-            # Scaled like the model's term, so that Monte Carlo ELBOs (Pyro's) see T log q too.
-            with poutine.scale(scale=float(self.steps)), poutine.mask(mask=t >= 2):
-                pyro.sample("x_prev", _normal(mean, var), infer=analytic)
+        with plate(self.data_plate, size), poutine.mask(mask=False):
+            t = pyro.sample("t", UniformTime(self.steps, torch.Size([size]), x.device))
+            pyro.sample("x_t", _normal(*self.process.q_marginal(y0, t)))
+
+    def _prior_kl(self, y0: Tensor) -> Tensor:
+        """``L_T = KL(q(x_T | x_0) || N(0, I))`` per datum (no parameters: a constant)."""
+        last = torch.full(y0.shape[:-1], self.steps, device=y0.device)
+        m, v = self.process.q_marginal(y0, last)
+        return dp.normal_kl(m, v.log(), torch.zeros_like(m), torch.zeros_like(v)).sum(-1)
+
+    def _step_kl(self, y0: Tensor, yt: Tensor, t: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+        """``KL(q(x_{t-1} | x_t, x_0) || N(mean, e^log_var))`` per datum; rows with ``t = 1``
+        (``btilde_1 = 0``, the decoder's step) get a finite placeholder for the caller to drop."""
+        q_mean, q_var = self.process.q_posterior(y0, yt, t)
+        q_log_var = self.process.at("log_post_var", t, yt).expand_as(q_var)
+        return dp.normal_kl(q_mean, q_log_var, mean, log_var).sum(-1)
 
     # ------------------------------------------------------------------ the bound, term by term
     def bound_terms(
@@ -422,9 +418,7 @@ class DDPM(GenerativeModel):
         size, steps = x.shape[0], self.steps
         gen = {"generator": generator} if generator is not None else {}
         with torch.no_grad():
-            last = torch.full((size,), steps, device=x.device)
-            m, v = self.process.q_marginal(y0, last)
-            prior = dp.normal_kl(m, v.log(), torch.zeros_like(m), torch.zeros_like(v)).sum(-1)
+            prior = self._prior_kl(y0)
             one = torch.ones(size, dtype=torch.long, device=x.device)
             x1 = self.process.q_sample(y0, one, _randn(y0, gen))
             mean, log_var, _ = self.reverse(x1, one)
@@ -445,9 +439,8 @@ class DDPM(GenerativeModel):
     def _kl_term(self, y0: Tensor, t: Tensor, gen: dict[str, Any]) -> Tensor:
         """``KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))`` at one ``x_t`` draw."""
         xt = self.process.q_sample(y0, t, _randn(y0, gen))
-        q_mean, q_var = self.process.q_posterior(y0, xt, t)
         mean, log_var, _ = self.reverse(xt, t)
-        return dp.normal_kl(q_mean, q_var.log(), mean, log_var).sum(-1)
+        return self._step_kl(y0, xt, t, mean, log_var)
 
     # ------------------------------------------------------------------ derived quantities
     def log_likelihood(self, x: Tensor, params: Any = None) -> Tensor:

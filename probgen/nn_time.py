@@ -111,12 +111,19 @@ class TimeMLP(nn.Module):
     and the output is ``Linear(act(h))``, zero-initialised. The time conditioning enters every
     block, as in the DDPM U-Net (Ho et al. 2020), here in the fully connected form.
 
+    A *pointwise* path adds ``W_o act(w x_d + P(e))`` to each output coordinate ``d`` (one small
+    network shared by all coordinates, ``pointwise`` units, zero-initialised output). It plays
+    the part of a U-Net's full-resolution skip: at small ``t`` the best denoiser is nearly an
+    elementwise function of ``x_t`` (for binary data ``x_0 = sign(x_t)``), which a bottleneck of
+    ``hidden[-1] < D`` units cannot represent for every coordinate at once.
+
     Args:
         data_dim: ``D``, the flattened data width.
         hidden: hidden widths (non-empty); ``len(hidden) - 1`` blocks.
         out_mult: outputs per data coordinate (``>= 1``).
         time_dim: width of the sinusoidal embedding.
         activation: a name in :data:`probgen.nn.ACTIVATIONS`.
+        pointwise: units of the pointwise path (0: none).
     """
 
     def __init__(
@@ -126,6 +133,7 @@ class TimeMLP(nn.Module):
         out_mult: int = 1,
         time_dim: int = 128,
         activation: str = "silu",
+        pointwise: int = 32,
     ) -> None:
         super().__init__()
         if not isinstance(hidden, (str, bytes)):
@@ -150,6 +158,16 @@ class TimeMLP(nn.Module):
         self.out = nn.Linear(hidden[-1], data_dim * out_mult)
         for p in self.out.parameters():
             nn.init.zeros_(p)
+        if isinstance(pointwise, bool) or not isinstance(pointwise, int) or pointwise < 0:
+            raise ValueError(f"pointwise must be an integer >= 0, got {pointwise!r}")
+        self.pointwise = pointwise
+        if pointwise:
+            self.pw_in = nn.Parameter(torch.randn(pointwise))
+            self.pw_time = nn.Linear(width, pointwise)
+            self.pw_act = _activation(activation)
+            self.pw_out = nn.Linear(pointwise, out_mult)
+            for p in self.pw_out.parameters():
+                nn.init.zeros_(p)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """``eps_theta(x, t)``: ``x [..., D]``, integer ``t`` broadcastable to ``x.shape[:-1]``."""
@@ -161,6 +179,11 @@ class TimeMLP(nn.Module):
             update = block(h) + proj(e_act)
             h = h + update if residual else update
         out: Tensor = self.out(self.out_act(h))
+        if self.pointwise:
+            # [..., D, units]: the same small network on every coordinate
+            u = self.pw_act(x.unsqueeze(-1) * self.pw_in + self.pw_time(e_act).unsqueeze(-2))
+            # [..., D, out_mult] -> [..., out_mult * D], the layout of ``out``
+            out = out + self.pw_out(u).transpose(-1, -2).reshape(out.shape)
         return out
 
 

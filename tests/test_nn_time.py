@@ -137,7 +137,9 @@ def test_zero_output_at_init_and_gradients_everywhere(make, dim: int, out_layer:
     x, t = torch.randn(6, dim), torch.randint(1, 100, (6,))
     out = net(x, t)
     assert torch.equal(out, torch.zeros_like(out))
-    perturb_(getattr(net, out_layer))
+    for layer in (out_layer, "pw_out"):  # the MLP's pointwise path has its own zero output
+        if hasattr(net, layer):
+            perturb_(getattr(net, layer))
     net(x, t).square().sum().backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -263,3 +265,19 @@ def test_forward_and_embedding_errors() -> None:
         timestep_embedding(t, 4, max_period=0.0)
     with pytest.raises(ValueError, match="dtype must be a floating dtype"):
         timestep_embedding(t, 4, dtype=torch.int64)
+
+
+def test_pointwise_path_is_the_same_network_on_every_coordinate() -> None:
+    """With the global output at zero, coordinate d's output depends on x_d alone and is the
+    same function of it for every d: a hand-written per-coordinate evaluation agrees."""
+    torch.manual_seed(0)
+    net = TimeMLP(5, hidden=(8,), out_mult=2, time_dim=8, pointwise=4).double()
+    perturb_(net.pw_out)
+    x, t = torch.randn(3, 5, dtype=torch.float64), torch.tensor([2, 7, 9])
+    out = net(x, t).reshape(3, 2, 5)
+    e = net.time_act(net.time_mlp(timestep_embedding(t, 8, dtype=torch.float64)))
+    for d in range(5):
+        u = torch.nn.functional.silu(x[:, d : d + 1] * net.pw_in + net.pw_time(e))
+        torch.testing.assert_close(out[:, :, d], net.pw_out(u), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="pointwise must be an integer >= 0"):
+        TimeMLP(5, hidden=(8,), pointwise=-1)
