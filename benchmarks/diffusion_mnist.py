@@ -6,9 +6,10 @@ v-prediction and learned variances by default (``--parameterization``, ``--varia
 x0 and 3.95 for eps, both learned), the binary decoder, the 784-512-512 time-conditioned MLP
 with its pointwise path, or ``--network unet``) and the 784-400-50 VAE of Kingma & Welling
 (2014) with a Bernoulli likelihood are trained by ``probgen.fit`` (Adam, batch 128, lr 1e-3
-for both: Ho et al.'s 2e-4 assumes 800k steps) on the first ``--train-n`` images of the fixed binarization
-(Larochelle & Murray 2011), for ``--epochs`` passes each, or (``--vae-budget wall``) the VAE for
-as many epochs as fit in the DDPM's training time. On the first ``--test-n`` test images:
+for both: Ho et al.'s 2e-4 assumes 800k steps) on the first ``--train-n`` images of the fixed
+binarization (Larochelle & Murray 2011), for ``--epochs`` passes each, or (``--vae-budget
+wall``) the VAE for as many epochs as fit in the DDPM's training time. On the first
+``--test-n`` test images:
 
 * DDPM: the negative bound ``L_vlb = L_T + sum_{t=2}^T L_{t-1} + L_0`` with all ``T`` terms
   (``probgen.evaluate.likelihood_bound``: analytic KLs at one ``x_t ~ q(x_t | x_0)`` per datum and
@@ -178,7 +179,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}; train "
         f"{tuple(x.shape)}, test {tuple(x_test.shape)}; DDPM {arch} ({n_params:,} parameters), "
-        f"T={args.T}, {args.parameterization}-prediction, {args.variance} variances, lr {args.lr}; epochs {args.epochs}{' (smoke)' if args.smoke else ''}",
+        f"T={args.T}, {args.parameterization}-prediction, {args.variance} variances, lr "
+        f"{args.lr}; epochs {args.epochs}{' (smoke)' if args.smoke else ''}",
         flush=True,
     )
     fit_kw = {"batch_size": BATCH, "seed": args.seed, "progress": False, "device": args.device}

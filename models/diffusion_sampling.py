@@ -129,8 +129,8 @@ def ddim(
         steps: ``S`` in ``[1, T]``.
         eta: in ``[0, 1]``; 0 is deterministic, 1 over all ``T`` steps is ancestral sampling.
         generator: drives ``x_T`` and the step noises.
-        clip: clip ``x0_hat`` to ``[-1, 1]`` (default: for the discrete decoders, whose data
-            live there).
+        clip: clip ``x0_hat`` to ``[-1, 1]`` (default: as the model's reverse steps do,
+            ``model.clip_x0``).
         return_chain: also return the visited states.
     """
     _check_n(n)
@@ -138,7 +138,7 @@ def ddim(
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     if clip is None:
-        clip = model.decoder_name != "gaussian"
+        clip = model.clip_x0
     proc = model.process
     chain = []
     with torch.no_grad():

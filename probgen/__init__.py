@@ -8,13 +8,15 @@ The public surface::
     probgen.to_arviz          any Fit as ArviZ InferenceData
     probgen.data              bundled data sets and loaders
     probgen.diagnostics       divergences, information measures, ELBO/IWAE/k-hat
-    probgen.evaluate          held-out log-likelihood (exact or importance-sampled), bits/dim
+    probgen.evaluate          held-out log-likelihood (exact or importance-sampled), bits/dim,
+                              the negative ELBO term by term (likelihood_bound)
     probgen.latent            encode/decode, interpolation, traversals, active units, KL split
     probgen.nn                MLP and conv building blocks shared by the families
+    probgen.nn_time           time-conditioned networks (MLP, small U-Net) for diffusion
     probgen.families          the family registry (entry-point group "probgen.families")
 """
 
-from probgen import calibration, data, diagnostics, evaluate, latent, nn
+from probgen import calibration, data, diagnostics, evaluate, latent, nn, nn_time
 from probgen.compare import Comparison, compare
 from probgen.core import GenerativeModel, NotFittedError
 from probgen.infer.em import ConvergenceWarning
@@ -53,6 +55,7 @@ __all__ = [
     "get_family",
     "latent",
     "nn",
+    "nn_time",
     "to_arviz",
 ]
 __version__ = "0.1.0"

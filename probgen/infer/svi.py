@@ -83,7 +83,7 @@ def make_optimizer(
     for flags in _FAST_FLAGS.get(optimizer, ()):
         if _fast_path_ok(params, flags):
             try:
-                return cls(params, lr=lr, **flags)  # type: ignore[call-arg]
+                return cls(params, lr=lr, **flags)  # type: ignore[call-arg, arg-type]
             except (RuntimeError, TypeError, ValueError):
                 continue  # this torch/device lacks the kernel: try the next, then the default
     return cls(params, lr=lr)  # type: ignore[call-arg]

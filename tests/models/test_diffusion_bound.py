@@ -88,6 +88,7 @@ def make(
     loss: str = "vlb",
     seed: int = 0,
     betas: tuple[float, ...] = BETAS,
+    clip_x0: bool | None = None,
 ) -> DDPM:
     net = LinearEps(learned=variance == "learned", seed=seed)
     return DDPM(
@@ -100,6 +101,7 @@ def make(
         network=net,
         estimator=estimator,
         loss=loss,
+        clip_x0=clip_x0,
     ).double()
 
 
@@ -437,7 +439,8 @@ def test_bernoulli_decoder_is_probit() -> None:
     The ``x0`` parameterisation keeps ``mu = A x_1 + b`` near 0, so that ``L_0`` is O(1) nats
     (with ``eps``, ``|mu| ~ 1 >> sigma_1`` and ``L_0 ~ 1e-6``, too small to test anything).
     """
-    model = make("x0", decoder="bernoulli")
+    # The closed form needs x0_theta affine in x_t: no clipping to [-1, 1] here (tested below).
+    model = make("x0", decoder="bernoulli", clip_x0=False)
     sched = Schedule(model.process.betas[1:])
     x_np, y0 = X_BIN.numpy(), 2 * X_BIN.numpy() - 1
     # At the same draw of x_1: exact.
@@ -465,3 +468,26 @@ def test_bernoulli_decoder_is_probit() -> None:
         ours, ours_se = mean_se(terms["decoder"].view(reps, -1)[:, n])
         assert ref > 0.1, "L_0 too small for the comparison to mean anything"
         assert_close_mc(ours - ref, math.hypot(ours_se, ref_se), 0.0, f"bernoulli decoder[{n}]")
+
+
+def test_clipped_x0_is_the_posterior_mean_at_the_clipped_prediction() -> None:
+    """Discrete decoders clip x0_theta to [-1, 1] (the data's range) inside every reverse step:
+    the mean is c0_t clip(x0_theta) + ct_t x_t, with x0_theta the unclipped affine prediction."""
+    model = make("x0", decoder="bernoulli")
+    assert model.clip_x0
+    raw = make("x0", decoder="bernoulli", clip_x0=False)
+    sched = Schedule(model.process.betas[1:])
+    g = torch.Generator().manual_seed(2)
+    xt = 3.0 * torch.randn(4, D, dtype=torch.float64, generator=g)  # predictions beyond +-1
+    for t in range(1, T + 1):
+        tt = torch.full((4,), t)
+        with torch.no_grad():
+            mean, _, x0 = model.reverse(xt, tt)
+            _, _, x0_raw = raw.reverse(xt, tt)
+        assert (x0_raw.abs() > 1).any()
+        clipped = x0_raw.clamp(-1, 1)
+        torch.testing.assert_close(x0, clipped, rtol=EXACT_RTOL, atol=EXACT_ATOL)
+        b, abar, prev = sched.beta[t], sched.abar[t], sched.abar[t - 1]
+        ct = (1 - b).sqrt() * (1 - prev) / (1 - abar)  # Ho et al. eq. 7
+        expected = float(sched.c0(t)) * clipped + float(ct) * xt
+        torch.testing.assert_close(mean, expected, rtol=EXACT_RTOL, atol=EXACT_ATOL)

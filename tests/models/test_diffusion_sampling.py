@@ -428,3 +428,49 @@ def test_samplers_reject_bad_n(perturbed: DDPM, n: object) -> None:
 def test_score_rejects_times_outside_1_to_T(perturbed: DDPM, t: float) -> None:
     with pytest.raises(ValueError, match=r"t must be integer timesteps in 1\.\.20"):
         perturbed.score(torch.zeros(3, D, dtype=torch.float64), torch.tensor(t))
+
+
+class _OptimalEps(torch.nn.Module):
+    """The Bayes-optimal noise prediction for data x_0 ~ N(0, s^2 I): with
+    x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, E[eps | x_t] = sqrt(1 - abar) x_t / v_t,
+    v_t = abar s^2 + 1 - abar (Gaussian conditioning)."""
+
+    def __init__(self, abar: torch.Tensor, s: float) -> None:
+        super().__init__()
+        self.abar, self.s = abar, s
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = self.abar[t].to(x.dtype).unsqueeze(-1)
+        return (1 - a).sqrt() * x / (a * self.s**2 + 1 - a)
+
+
+def test_score_of_the_optimal_denoiser_is_the_true_score():
+    """s_theta = -eps_theta / sqrt(1 - abar) is grad log q(x_t) when eps_theta is optimal:
+    checked against autograd of the exact Gaussian marginal q(x_t) = N(0, v_t I)."""
+    s, steps = 1.7, 50
+    probe = DDPM(3, steps=steps)
+    net = _OptimalEps(probe.process.abar, s)
+    model = DDPM(3, steps=steps, network=net).double()
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    for step in (1, 10, 50):
+        t = torch.full((6,), step)
+        v = float(probe.process.abar[step]) * s**2 + 1 - float(probe.process.abar[step])
+        scale = torch.tensor(v, dtype=torch.float64).sqrt()
+        log_q = (
+            torch.distributions.Normal(torch.zeros((), dtype=torch.float64), scale)
+            .log_prob(x)
+            .sum()
+        )
+        (true,) = torch.autograd.grad(log_q, x)
+        torch.testing.assert_close(model.score(x.detach(), t), true, rtol=1e-10, atol=1e-12)
+        # the same through the scalar-t form
+        torch.testing.assert_close(model.score(x.detach(), step), true, rtol=1e-10, atol=1e-12)
+
+
+def test_clip_x0_needs_data_in_minus_one_one():
+    with pytest.raises(ValueError, match="clip_x0 needs data in"):
+        DDPM(2, steps=5, decoder="gaussian", clip_x0=True)
+    with pytest.raises(ValueError, match="clip_x0 must be True, False or None"):
+        DDPM(2, steps=5, decoder="bernoulli", clip_x0=1)
+    assert DDPM(2, steps=5, decoder="bernoulli").clip_x0
+    assert not DDPM(2, steps=5).clip_x0
