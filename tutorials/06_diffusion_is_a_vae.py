@@ -36,7 +36,7 @@
 # `t10k-labels-idx1-ubyte.gz`) in `../shared/data/mnist` next to the repository, or in the
 # directory named by `PROBGEN_DATA_DIR`. With `PROBGEN_SMOKE=1` every budget shrinks so that
 # the tutorial runs in well under a minute (the numbers are then not worth reading; that mode
-# exists for tests). The full run (budgets below) took a little over three minutes on two CPU
+# exists for tests). The full run (budgets below) took five and a half minutes on two CPU
 # cores.
 
 # %%
@@ -361,7 +361,8 @@ ddpm = DDPM(
     steps=T_MNIST,
     schedule="cosine",
     parameterization="v",
-    decoder="bernoulli",
+    variance="learned",
+    decoder="bernoulli",  # with clip_x0 (the default for it): x0_theta clipped to [-1, 1]
     hidden=MNIST_HIDDEN,
 )
 digit = ddpm.to_chain(x_train[:1])
@@ -475,8 +476,8 @@ for t, (g, d) in cosines.items():
     print(f"  t = {t:3d} (abar = {process.abar[t]:.3f}): on the grid {g:.3f}, on q(x_t) {d:.3f}")
 
 # %% [markdown]
-# In the full run (budgets above) the mean cosine similarity on $q(x_t)$ was 0.97 at $t = 10$
-# and 0.98 at $t = 40$, but only 0.74 at $t = 2$. At small $t$ the noise is almost
+# In the full run (budgets above) the mean cosine similarity on $q(x_t)$ was 0.96 at $t = 10$
+# and 0.97 at $t = 40$, but only 0.83 at $t = 2$. At small $t$ the noise is almost
 # unpredictable: $\mathbb E[\epsilon \mid x_t] = -\sqrt{1 - \bar\alpha_t}\, \nabla \log
 # q(x_t)$ is small next to $\epsilon$ itself (its sd is 1), so the network learns it from a
 # weak signal, and dividing by the small $\sqrt{1 - \bar\alpha_t}$ turns the remaining error
@@ -529,15 +530,15 @@ for ax, (name, xs) in zip(axes, draws.items(), strict=True):
 show(fig, "samplers_2d")
 
 # %% [markdown]
-# DDIM buys speed in proportion to the steps it skips, and pays in accuracy once the steps
+# DDIM buys speed in proportion to the steps it skips, and can pay in accuracy once the steps
 # grow coarse: each step follows the network's prediction for a whole stretch of the path, and
 # the deterministic path has no fresh noise to wash out an early error. In the full run, DDIM
-# with 50 steps was as close to the held-out data as ancestral sampling (SW1 about 0.04
-# against 0.05; the floor of two true samples was 0.024) at half the network calls, and DDIM
-# with 10 steps was clearly worse (SW1 about 0.1), with points strung out between the modes.
-# The squared MMD, whose standard error is large at these sample sizes, separates only the
-# 10-step sampler. Whatever the sampler, this is the cost of a DDPM: a VAE samples with one
-# decoder call, a DDPM with $T$ (or $S$) network calls.
+# with 50 steps was closer to the held-out data than ancestral sampling (SW1 0.065 against
+# 0.087; the floor of two true samples was 0.030) at half the network calls, and DDIM with 10
+# steps (0.082) did not fall behind ancestral sampling at this budget. The squared MMD has
+# standard errors as large as these differences at these sample sizes. Whatever the sampler,
+# this is the cost of a DDPM: a VAE samples with one decoder call, a DDPM with $T$ (or $S$)
+# network calls.
 #
 # A practical note on the parameterisation: predicting $\epsilon$, the usual choice, gives
 # $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$, and at
@@ -685,6 +686,7 @@ untrained = DDPM(
     steps=T_MNIST,
     schedule="cosine",
     parameterization="v",
+    variance="learned",
     decoder="bernoulli",
     hidden=MNIST_HIDDEN,
 )
@@ -712,27 +714,26 @@ print(
 )
 
 # %% [markdown]
-# The terms fall steeply with $t$, so the low-noise steps carry most of the bound, as Nichol &
-# Dhariwal (2021, Fig. 2) found for images; and there training has changed almost nothing. At
-# small $t$, $x_t$ is the digit plus a little noise, and a good reverse step must remove that
-# noise pixel by pixel. For binary pixels this is easy in principle ($x_0$ is the sign of
-# $x_t$), but the bound is exacting: the reverse variances there are of order $\beta_t$, so
-# an error $\delta$ in $\hat x_0$ costs about $\delta^2 / (2 t^2 \beta_t)$ nats per pixel, and
-# the prediction must be right to a few thousandths. The MLP squeezes 784 pixels through 512
-# hidden units; its *pointwise path* (`TimeMLP(pointwise=32)`, one small network applied to
-# every pixel) can represent such an elementwise denoiser, but learning it to that precision
-# takes far more than this budget, and a convolutional network (`network="unet"`) costs much
-# more per step on a CPU. The bound charges for every bit of that noise that the model fails
-# to explain: with a fixed encoder, the decoder must model the encoder's own noise, down to the
-# smallest step, while a VAE chooses a code that leaves noise out.
+# Without the clipping of $\hat x_0$ to $[-1, 1]$ (`DDPM(..., clip_x0=False)`) the picture is
+# the opposite: the low-noise steps carry most of the bound, as Nichol & Dhariwal (2021, Fig. 2)
+# found for images, because the bound is exacting there. The reverse variances at small $t$
+# are of order $\beta_t$, so an error $\delta$ in $\hat x_0$ costs about
+# $\delta^2 / (2 t^2 \beta_t)$ nats per pixel, and the prediction must be right to a few
+# thousandths. For binary pixels the right answer is easy ($x_0$ is the sign of $x_t$) but an
+# unconstrained network output only approaches $\pm 1$; clipped to the data's range it reaches
+# it exactly, and those steps become nearly free (the print above: the steps with small $t$
+# carry almost none of the sum). The clipping is part of the model, in training, in the bound
+# and in the samplers alike; the reference implementation applies it when it evaluates the
+# bound (`clip_denoised`). The MLP's *pointwise path* (`TimeMLP(pointwise=32)`, one small
+# network applied to every pixel) lets it express such elementwise denoisers despite its
+# 512-unit bottleneck.
 #
-# **The DDPM's numbers here are not representative of the family**, and at the smoke budget
-# (a few hundred digits, a few epochs) neither model's are. A small MLP trained for minutes on a
-# CPU is a poor likelihood model of binary images, far from what diffusion models reach with
-# convolutional networks, learned noise schedules and long training (Kingma et al. 2021 report
-# state-of-the-art likelihoods on natural images). For figures measured with a stated budget,
-# command and machine, see `benchmarks/RESULTS.md` (the VAE, IWAE and IAF-guided VAE on
-# binarized MNIST, and the families added since).
+# At this budget the DDPM's bound is close to the VAE's ELBO and both sit above the VAE's
+# importance-sampled likelihood; at the smoke budget (a few hundred digits, a few epochs)
+# neither model's numbers mean much. A small MLP trained for minutes on a CPU is still far from
+# what diffusion models reach with convolutional networks, learned noise schedules and long
+# training (Kingma et al. 2021). For figures on the full binarized-MNIST training set with a
+# stated budget, command and machine, see `benchmarks/RESULTS.md`.
 
 # %% [markdown]
 # ## 6. What to remember
