@@ -474,3 +474,10 @@ def test_clip_x0_needs_data_in_minus_one_one():
         DDPM(2, steps=5, decoder="bernoulli", clip_x0=1)
     assert DDPM(2, steps=5, decoder="bernoulli").clip_x0
     assert not DDPM(2, steps=5).clip_x0
+
+
+def test_image_shape_must_match_data_dim():
+    with pytest.raises(
+        ValueError, match=r"image_shape \(28, 28\) has 784 pixels, not data_dim=100"
+    ):
+        DDPM(100, steps=5, network="unet", image_shape=(28, 28))
