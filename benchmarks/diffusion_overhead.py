@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -50,14 +51,14 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _overhead import Run, interleaved, report  # noqa: E402
+
 import probgen  # noqa: E402
 from models import diffusion_process as dp  # noqa: E402
 from models.diffusion import DDPM  # noqa: E402
 from probgen.nn_time import TimeMLP  # noqa: E402
 
 BATCH, LR, HIDDEN = 128, 2e-4, (512, 512)
-
-Run = tuple[float, float, list[float], list[Tensor]]
 
 
 def _batches(n: int, steps: int, seed: int, device: torch.device) -> Iterator[Tensor]:
@@ -203,25 +204,13 @@ def main() -> None:
         f"max rel. diff {rel:.1e}; max |param diff| {_max_diff(p_hand, p_pg):.1e}"
     )
 
-    walls: dict[str, list[float]] = {k: [] for k in sides}
-    cpus: dict[str, list[float]] = {k: [] for k in sides}
-    out: dict[str, tuple[list[float], list[Tensor]]] = {}
-    for r in range(args.repeats):
-        for name, run in sides.items():
-            wall, cpu, losses, params_ = run(ddpm, x, args.seed, args.steps)
-            walls[name].append(wall)
-            cpus[name].append(cpu)
-            out[name] = (losses, params_)
-        print(
-            f"repeat {r}: wall "
-            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in walls.items())
-            + "; cpu "
-            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in cpus.items()),
-            flush=True,
-        )
+    walls, cpus, out = interleaved(
+        {k: functools.partial(run, ddpm, x, args.seed, args.steps) for k, run in sides.items()},
+        args.repeats,
+    )
     # Same draws throughout; rounding (fused kernels, summation order) makes the runs drift
     # apart slowly, so compare the first losses and the means.
-    (l_hand, _), (l_pg, _) = out["hand-written, fused Adam"], out["probgen"]
+    l_hand, l_pg = out["hand-written, fused Adam"][2], out["probgen"][2]
     first = abs(l_hand[0] - l_pg[0]) / abs(l_hand[0])
     half = len(l_hand) // 2
     print(
@@ -230,27 +219,7 @@ def main() -> None:
         f"hand {statistics.mean(l_hand[half:]):.2f}, probgen "
         f"{statistics.mean(l_pg[half:]):.2f} nats per datum"
     )
-    for anchor in ("hand-written", "hand-written, fused Adam"):
-        for kind, table in (("wall", walls), ("cpu", cpus)):
-            ratios = [p / h for p, h in zip(table["probgen"], table[anchor], strict=True)]
-            print(
-                f"{kind} vs {anchor}: median run {statistics.median(table[anchor]):.2f} s, "
-                f"probgen {statistics.median(table['probgen']):.2f} s; ratio median "
-                f"{statistics.median(ratios):.3f} (per repeat: "
-                f"{', '.join(f'{q:.3f}' for q in ratios)}); goal <= 1.05"
-            )
-    for kind, table in (("wall", walls), ("cpu", cpus)):
-        per_step = {k: statistics.median(v) / args.steps * 1e3 for k, v in table.items()}
-        print(
-            f"median {kind} per step: " + ", ".join(f"{k} {v:.3f} ms" for k, v in per_step.items())
-        )
-    extra = statistics.median(
-        [
-            (p - h) / args.steps
-            for p, h in zip(walls["probgen"], walls["hand-written, fused Adam"], strict=True)
-        ]
-    )
-    print(f"framework cost per step vs the fused hand loop (median): {extra * 1e3:.3f} ms")
+    report(walls, cpus, steps=args.steps, unit="run", per_step=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -37,6 +38,8 @@ from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _overhead import Run, interleaved, report  # noqa: E402
 
 import probgen  # noqa: E402
 from models.vae import MIN_SCALE, VAE  # noqa: E402
@@ -56,7 +59,7 @@ def hand_written_epoch(
     encoder, head = copy.deepcopy(vae.encoder), copy.deepcopy(vae.encoder_head)
     decoder = copy.deepcopy(vae.decoder)
     modules = nn.ModuleList([encoder, head, decoder])
-    opt = torch.optim.Adam(modules.parameters(), lr=LR, **({"fused": True} if fused else {}))
+    opt = torch.optim.Adam(modules.parameters(), lr=LR, fused=True if fused else None)
     n = x.shape[0]
     torch.manual_seed(seed)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -87,7 +90,12 @@ def probgen_epoch(vae: VAE, x: Tensor, seed: int) -> tuple[float, float, list[fl
     fit = probgen.fit(model, x, epochs=1, batch_size=BATCH, lr=LR, seed=seed, progress=False)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     params = [*model.encoder.parameters(), *model.encoder_head.parameters()]
-    return wall, cpu, fit.history, [p.detach() for p in params + list(model.decoder.parameters())]
+    return (
+        wall,
+        cpu,
+        list(fit.history),
+        [p.detach() for p in params + list(model.decoder.parameters())],
+    )
 
 
 def main() -> None:
@@ -119,32 +127,19 @@ def main() -> None:
         f"torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, "
         f"N={x.shape[0]}, batch {BATCH}, steps/epoch {-(-x.shape[0] // BATCH)}"
     )
-    sides: dict[str, Callable[[VAE, Tensor, int], tuple[float, float, list[float], list[Tensor]]]]
-    sides = {
+    sides: dict[str, Callable[[VAE, Tensor, int], Run]] = {
         "hand-written": hand_written_epoch,
         "hand-written, fused Adam": lambda v, d, s: hand_written_epoch(v, d, s, fused=True),
         "probgen": probgen_epoch,
     }
     for run in sides.values():
         run(vae, x[:4096], args.seed)  # warm-up (allocator, kernels)
-    walls: dict[str, list[float]] = {k: [] for k in sides}
-    cpus: dict[str, list[float]] = {k: [] for k in sides}
-    out: dict[str, tuple[list[float], list[Tensor]]] = {}
-    for r in range(args.repeats):
-        for name, run in sides.items():
-            wall, cpu, losses, params = run(vae, x, args.seed)
-            walls[name].append(wall)
-            cpus[name].append(cpu)
-            out[name] = (losses, params)
-        print(
-            f"repeat {r}: wall "
-            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in walls.items())
-            + "; cpu "
-            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in cpus.items())
-        )
+    walls, cpus, out = interleaved(
+        {k: functools.partial(run, vae, x, args.seed) for k, run in sides.items()}, args.repeats
+    )
     # Same seed, same draws: the first losses agree to rounding; later ones drift apart by
     # rounding amplified through Adam's normalised steps, so compare the epoch means.
-    (l_hand, p_hand), (l_pg, p_pg) = out["hand-written, fused Adam"], out["probgen"]
+    (*_, l_hand, p_hand), (*_, l_pg, p_pg) = out["hand-written, fused Adam"], out["probgen"]
     first = abs(l_hand[0] - l_pg[0]) / abs(l_hand[0])
     drift = max((a - b).abs().max().item() for a, b in zip(p_hand, p_pg, strict=True))
     print(
@@ -152,23 +147,7 @@ def main() -> None:
         f"{first:.1e}); epoch mean: hand {statistics.mean(l_hand):.3f}, probgen "
         f"{statistics.mean(l_pg):.3f}; max |param diff| after the epoch {drift:.1e}"
     )
-    steps = -(-x.shape[0] // BATCH)
-    for anchor in ("hand-written", "hand-written, fused Adam"):
-        for name, table in (("wall", walls), ("cpu", cpus)):
-            ratios = [p / h for p, h in zip(table["probgen"], table[anchor], strict=True)]
-            print(
-                f"{name} vs {anchor}: median epoch {statistics.median(table[anchor]):.2f} s, "
-                f"probgen {statistics.median(table['probgen']):.2f} s; ratio median "
-                f"{statistics.median(ratios):.3f} (per repeat: "
-                f"{', '.join(f'{q:.3f}' for q in ratios)}); goal <= 1.05"
-            )
-    extra = statistics.median(
-        [
-            (p - h) / steps
-            for p, h in zip(walls["probgen"], walls["hand-written, fused Adam"], strict=True)
-        ]
-    )
-    print(f"framework cost per step vs the fused hand loop (median): {extra * 1e3:.3f} ms")
+    report(walls, cpus, steps=-(-x.shape[0] // BATCH), unit="epoch")
 
 
 if __name__ == "__main__":

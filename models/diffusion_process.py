@@ -35,6 +35,7 @@ __all__ = [
     "check_betas",
     "discretized_gaussian_log_likelihood",
     "normal_kl",
+    "to_levels",
 ]
 
 SCHEDULES = ("linear", "cosine")
@@ -303,6 +304,13 @@ def discretized_gaussian_log_likelihood(
 _FAR = 1e4
 
 
+def to_levels(y: Tensor, levels: int) -> Tensor:
+    """A chain value ``y`` to the nearest of the ``L`` data levels ``k / (L - 1)`` in [0, 1]:
+    the level of the bin that ``y`` falls in."""
+    top = levels - 1
+    return (((y + 1) / 2).clamp(0, 1) * top).round() / top
+
+
 _SCALAR = torch.Size()
 
 
@@ -346,8 +354,7 @@ class DiscretizedGaussian(TorchDistribution):
             y = self.mean_.expand(shape) + self.log_scale.exp().expand(shape) * torch.randn(
                 shape, dtype=self.mean_.dtype, device=self.mean_.device
             )
-            k = ((y + 1) / 2 * (self.levels - 1)).round().clamp(0, self.levels - 1)
-            return k / (self.levels - 1)
+            return to_levels(y, self.levels)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> DiscretizedGaussian:
         shape = torch.Size(batch_shape)

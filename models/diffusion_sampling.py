@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from models.diffusion_process import to_levels
+
 if TYPE_CHECKING:
     from models.diffusion import DDPM
 
@@ -172,5 +174,4 @@ def ddim(
 def _to_data(model: DDPM, y: Tensor) -> Tensor:
     if model.decoder_name == "gaussian":
         return y
-    levels = model.levels - 1
-    return (((y + 1) / 2).clamp(0, 1) * levels).round() / levels
+    return to_levels(y, model.levels)
